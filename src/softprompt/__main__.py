@@ -1,0 +1,3 @@
+from softprompt.cli import main
+
+raise SystemExit(main())

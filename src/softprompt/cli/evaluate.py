@@ -1,0 +1,44 @@
+"""`softprompt eval DIR`: score a saved prompt on a split of its task (or another task) and print JSON metrics."""
+
+from __future__ import annotations
+
+import argparse
+
+from softprompt.cli.common import add_data_args, add_model_args, subset
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="evaluate a saved prompt", description=__doc__)
+    p.add_argument("dir", nargs="?", help="artifact folder (omit with --zero-shot)")
+    add_data_args(p)
+    add_model_args(p, default=None)
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--limit", type=int, help="score a seeded subset of this many examples")
+    p.add_argument("--zero-shot", action="store_true", help="score the task's bare template without any prompt")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from softprompt.api import get_task, load
+    from softprompt.cli import print_json
+    from softprompt.evaluation import evaluate
+    from softprompt.models import DEFAULT_MODEL, load_backbone
+    from softprompt.scoring import Scorer
+
+    if args.zero_shot:
+        if args.dir or not args.task:
+            raise ValueError("--zero-shot takes --task and no artifact folder")
+        task = get_task(args.task)
+        examples = subset(task.load(args.split, args.data_dir), args.limit)
+        backbone = load_backbone(args.model or DEFAULT_MODEL, max_length=args.max_length)
+        metrics = evaluate(Scorer(backbone, task), examples, None, args.batch_size, progress=True)
+        print_json({"task": task.name, "split": args.split, "prompt": None, **metrics})
+        return 0
+    if not args.dir:
+        raise ValueError("name an artifact folder (or use --zero-shot)")
+    tuned = load(args.dir, model=args.model, task=args.task)
+    examples = subset(tuned.task.load(args.split, args.data_dir), args.limit)
+    metrics = evaluate(tuned.scorer, examples, tuned.artifact.prompt, args.batch_size, progress=True)
+    print_json({"task": tuned.task.name, "split": args.split, "method": tuned.artifact.method, **metrics})
+    return 0

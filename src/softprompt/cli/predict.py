@@ -1,0 +1,28 @@
+"""`softprompt predict DIR TEXT...`: label and label probabilities for new text, one JSON line per input."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="predict with a saved prompt", description=__doc__)
+    p.add_argument("dir", help="artifact folder")
+    p.add_argument("texts", nargs="+", help="input text(s); use --text-pair for sentence-pair tasks")
+    p.add_argument("--text-pair", action="append", help="second text for pair tasks (once per input text)")
+    p.add_argument("--model", help="model to load (default: the one the prompt was tuned on)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from softprompt.api import load
+    from softprompt.cli import print_json
+
+    pairs = args.text_pair or []
+    if pairs and len(pairs) != len(args.texts):
+        raise ValueError(f"got {len(args.texts)} texts but {len(pairs)} --text-pair values")
+    tuned = load(args.dir, model=args.model)
+    inputs = list(zip(args.texts, pairs, strict=True)) if pairs else list(args.texts)
+    for text, pred in zip(args.texts, tuned.predict(inputs), strict=True):
+        print_json({"text": text, "label": pred.label, "scores": pred.scores})
+    return 0

@@ -1,0 +1,81 @@
+"""ULPT: ultra-low-dimensional prompt tuning.
+
+    p = (z · A) ⊙ scale + shift,   z ∈ R^{n×r} learnable, A ∈ R^{r×D} frozen (seeded), scale, shift ∈ R^D learnable.
+
+The random up-projection A is regenerated from its seed and never stored; scale and shift are shared by all prompt
+positions and align the projected prompt with the model's embedding space. Trainable: n·r + 2·D (fewer with the
+--no-scale / --no-shift ablations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from softprompt.projection import Distribution, ProjectionSpec, SeededProjection, xavier_std
+from softprompt.prompts.base import PromptConfig, SoftPrompt
+
+
+@dataclass
+class ULPTConfig(PromptConfig):
+    method: ClassVar[str] = "ulpt"
+    rank: int = 2
+    seed: int = 0  # seed of the frozen projection A
+    distribution: Distribution = "normal"
+    projection_scale: float | None = None  # default: Glorot scale for (rank, D)
+    use_scale: bool = True
+    use_shift: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rank <= 0:
+            raise ValueError(f"rank must be positive, got {self.rank}")
+
+    def projection_spec(self, hidden_size: int) -> ProjectionSpec:
+        scale = self.projection_scale
+        if scale is None:
+            std = xavier_std(self.rank, hidden_size)
+            # a uniform U(-b, b) with the same variance has b = std·√3 (= the authors' Xavier-uniform bound)
+            scale = std if self.distribution == "normal" else std * 3**0.5
+        return ProjectionSpec(self.seed, self.rank, hidden_size, self.distribution, scale)
+
+
+class ULPT(SoftPrompt):
+    config: ULPTConfig
+
+    def __init__(self, config: ULPTConfig, hidden_size: int) -> None:
+        super().__init__(config, hidden_size)
+        self.projection = SeededProjection(config.projection_spec(hidden_size))
+        self.z = nn.Parameter(torch.zeros(config.prompt_len, config.rank))
+        # Disabled scale/shift stay as frozen constants so the formula (and the saved state) keeps one shape.
+        self.scale = nn.Parameter(torch.ones(hidden_size), requires_grad=config.use_scale)
+        self.shift = nn.Parameter(torch.zeros(hidden_size), requires_grad=config.use_shift)
+
+    def initialize(self, backbone: object, seed: int) -> None:
+        # z ~ N(0, 1) as in the authors' code; seeded so runs are reproducible.
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            self.z.copy_(torch.randn(self.z.shape, generator=generator))
+
+    def forward(self) -> torch.Tensor:
+        return self.projection(self.z) * self.scale + self.shift
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        # A frozen ones/zeros vector carries no information: leave it out of the artifact.
+        state = super().state_tensors()
+        if not self.config.use_scale:
+            del state["scale"]
+        if not self.config.use_shift:
+            del state["shift"]
+        return state
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        full = dict(tensors)
+        if not self.config.use_scale:
+            full.setdefault("scale", torch.ones(self.hidden_size))
+        if not self.config.use_shift:
+            full.setdefault("shift", torch.zeros(self.hidden_size))
+        super().load_state_tensors(full)

@@ -1,0 +1,64 @@
+"""Tiny offline models and tokenizers of real architectures, for tests, demos and benchmarks (no downloads)."""
+
+from __future__ import annotations
+
+import torch
+
+WORDS = (
+    "the a movie film was is it good great bad awful fine boring fun review sentiment positive negative yes no "
+    "question answer true false premise hypothesis maybe world sports business tech very not and or of to in on "
+    "text label acceptable unacceptable paraphrase same different : . , ? ! \n"
+).split(" ")
+SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
+
+
+def tiny_tokenizer(extra_words: tuple[str, ...] = ()):  # noqa: ANN201 - transformers type
+    """A word-level fast tokenizer over a fixed vocabulary; unknown words map to <unk>."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(SPECIALS + sorted(set(WORDS) | set(extra_words) - {""}))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        mask_token="<mask>",
+    )
+
+
+def tiny_causal_lm(arch: str = "llama", vocab_size: int = 128, hidden: int = 32, layers: int = 2, seed: int = 0):  # noqa: ANN201
+    """A randomly initialised decoder-only LM of a real architecture (llama or gemma3)."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
+
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    if arch == "llama":
+        config = LlamaConfig(**common, tie_word_embeddings=True)
+    elif arch == "gemma3":
+        config = Gemma3TextConfig(**common, head_dim=hidden // 4, sliding_window=16)
+    else:
+        raise ValueError(f"unknown tiny architecture {arch!r}")
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+
+
+def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64):  # noqa: ANN201
+    from softprompt.models.causal import CausalLMBackbone
+
+    tok = tiny_tokenizer()
+    model = tiny_causal_lm(arch, vocab_size=len(tok), seed=seed)
+    return CausalLMBackbone(model, tok, name=f"tiny-{arch}", max_length=max_length)
