@@ -1,10 +1,10 @@
 """The small Python API: tune a prompt, load one, evaluate and predict. The CLI is a thin layer over this.
 
-    import softprompt as sp
-    result = sp.tune("sst2", method="ulpt", rank=2, prompt_len=100, steps=300, out="runs/sst2", data_dir="data")
-    tuned = sp.load("runs/sst2")
-    tuned.predict(["a gorgeous, witty film"])      # [Prediction(label='positive', scores={...})]
-    tuned.evaluate("test", data_dir="data")        # {'accuracy': ..., ...}
+import softprompt as sp
+result = sp.tune("sst2", method="ulpt", rank=2, prompt_len=100, steps=300, out="runs/sst2", data_dir="data")
+tuned = sp.load("runs/sst2")
+tuned.predict(["a gorgeous, witty film"])      # [Prediction(label='positive', scores={...})]
+tuned.evaluate("test", data_dir="data")        # {'accuracy': ..., ...}
 """
 
 from __future__ import annotations
@@ -87,7 +87,14 @@ def tune(
         splits = (task.load("train", data_dir), task.load("validation", data_dir), task.load("test", data_dir))
     train, validation, test = splits
     return train_prompt(
-        Scorer(backbone, task), prompt, train, validation, train_config, out, test=test, resume=resume,
+        Scorer(backbone, task),
+        prompt,
+        train,
+        validation,
+        train_config,
+        out,
+        test=test,
+        resume=resume,
         progress=progress,
     )
 

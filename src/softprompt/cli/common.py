@@ -15,7 +15,7 @@ def add_model_args(parser: argparse.ArgumentParser, default: str | None = DEFAUL
     parser.add_argument(
         "--model",
         default=default,
-        help=f"embedded model name, local directory or hub id (default: {default or 'the prompt's own model'})",
+        help=f"embedded model name, local directory or hub id (default: {default or 'the tuned-on model'})",
     )
     parser.add_argument("--max-length", type=int, default=256, help="max text tokens per example (default 256)")
 

