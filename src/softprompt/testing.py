@@ -56,9 +56,57 @@ def tiny_causal_lm(arch: str = "llama", vocab_size: int = 128, hidden: int = 32,
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
+def tiny_seq2seq_lm(vocab_size: int = 128, seed: int = 0):  # noqa: ANN201
+    """A randomly initialised T5 (encoder-decoder); decoding starts from the pad token, as in T5."""
+    from transformers import AutoModelForSeq2SeqLM, T5Config
+
+    config = T5Config(
+        vocab_size=vocab_size,
+        d_model=32,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        d_kv=8,
+        pad_token_id=0,
+        eos_token_id=3,
+        decoder_start_token_id=0,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32)
+
+
+def tiny_masked_lm(vocab_size: int = 128, seed: int = 0):  # noqa: ANN201
+    """A randomly initialised RoBERTa masked LM."""
+    from transformers import AutoModelForMaskedLM, RobertaConfig
+
+    config = RobertaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        architectures=["RobertaForMaskedLM"],
+    )
+    torch.manual_seed(seed)
+    return AutoModelForMaskedLM.from_config(config, dtype=torch.float32)
+
+
 def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64):  # noqa: ANN201
+    """A tiny backbone of any adapter kind: llama/gemma3 (causal), t5 (seq2seq) or roberta (masked LM)."""
+    tok = tiny_tokenizer()
+    if arch == "t5":
+        from softprompt.models.seq2seq import Seq2SeqBackbone
+
+        return Seq2SeqBackbone(tiny_seq2seq_lm(len(tok), seed), tok, name="tiny-t5", max_length=max_length)
+    if arch == "roberta":
+        from softprompt.models.masked import MaskedLMBackbone
+
+        return MaskedLMBackbone(tiny_masked_lm(len(tok), seed), tok, name="tiny-roberta", max_length=max_length)
     from softprompt.models.causal import CausalLMBackbone
 
-    tok = tiny_tokenizer()
     model = tiny_causal_lm(arch, vocab_size=len(tok), seed=seed)
     return CausalLMBackbone(model, tok, name=f"tiny-{arch}", max_length=max_length)

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared real-data root: $SOFTPROMPT_TEST_DATA_DIR, else <repo>/../shared/data; tests skip without it."""
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    root = Path(os.environ.get("SOFTPROMPT_TEST_DATA_DIR") or default)
+    if not root.is_dir():
+        pytest.skip(f"no test data at {root} (set SOFTPROMPT_TEST_DATA_DIR)")
+    return root

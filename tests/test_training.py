@@ -1,0 +1,126 @@
+"""The gradient recipe: it learns, it logs, it keeps the best prompt, and a killed run resumes exactly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from synthetic import learnable_backbone, synthetic_examples, synthetic_task
+
+from softprompt.api import make_prompt_config, new_prompt
+from softprompt.artifact import PromptArtifact
+from softprompt.evaluation import evaluate
+from softprompt.scoring import Scorer
+from softprompt.training.batches import batch_indices
+from softprompt.training.schedule import linear_warmup_decay
+from softprompt.training.trainer import TrainConfig, train_prompt
+
+SCRIPT = Path(__file__).parent / "train_script.py"
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    factors = [linear_warmup_decay(s, 4, 20) for s in range(20)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == 1.0 and factors[-1] == pytest.approx(1 / 16)
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:]))
+
+
+def test_batches_depend_only_on_seed_and_step_and_cover_each_epoch():
+    first_epoch = [i for step in range(5) for i in batch_indices(20, 4, step, seed=3)]
+    assert sorted(first_epoch) == list(range(20))
+    assert batch_indices(20, 4, 7, seed=3) == batch_indices(20, 4, 7, seed=3)
+    assert batch_indices(20, 4, 0, seed=3) != batch_indices(20, 4, 0, seed=4)
+    assert len(batch_indices(6, 4, 1, seed=0)) == 4  # wraps across the epoch boundary
+
+
+@pytest.mark.parametrize("method", ["ulpt", "prompt"])
+def test_training_learns_and_saves_best_artifact(tmp_path, method):
+    backbone, task = learnable_backbone(), synthetic_task()
+    scorer = Scorer(backbone, task)
+    options = {"rank": 2} if method == "ulpt" else {}
+    prompt = new_prompt(make_prompt_config(method, 4, **options), backbone, seed=0)
+    test = synthetic_examples(32, 2)
+    before = evaluate(scorer, test, prompt)
+    config = TrainConfig(steps=80, batch_size=8, lr=0.1, eval_every=20, log_every=10)
+    result = train_prompt(
+        scorer,
+        prompt,
+        synthetic_examples(64, 0),
+        synthetic_examples(32, 1),
+        config,
+        tmp_path,
+        test=test,
+        progress=False,
+    )
+    assert result.test["loss"] < before["loss"] - 0.05
+    # the artifact holds the best-validation prompt and reproduces the reported test metrics
+    artifact = PromptArtifact.from_pretrained(tmp_path, backbone)
+    assert artifact.metrics["best_step"] == result.best_step
+    assert evaluate(scorer, test, artifact.prompt) == pytest.approx(result.test)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if r.get("split") == "validation"] == [20, 40, 60, 80]
+    assert any(r.get("split") == "test" for r in log)
+    assert all("loss" in r and "lr" in r for r in log if "split" not in r)
+
+
+def test_existing_run_is_not_overwritten_without_resume(tmp_path):
+    backbone = learnable_backbone()
+    scorer = Scorer(backbone, synthetic_task())
+    config = TrainConfig(steps=2, batch_size=4, lr=0.1, eval_every=2)
+    data = synthetic_examples(8, 0)
+    for expect_error in (False, True):
+        prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2), backbone, seed=0)
+        if expect_error:
+            with pytest.raises(FileExistsError, match="--resume"):
+                train_prompt(scorer, prompt, data, data, config, tmp_path, progress=False)
+        else:
+            train_prompt(scorer, prompt, data, data, config, tmp_path, progress=False)
+    prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2), backbone, seed=0)
+    with pytest.raises(ValueError, match="settings differ"):
+        train_prompt(
+            scorer,
+            prompt,
+            data,
+            data,
+            TrainConfig(steps=4, batch_size=4, lr=0.1, eval_every=2),
+            tmp_path,
+            resume=True,
+            progress=False,
+        )
+
+
+def run_script(out: Path, *flags: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.Popen([sys.executable, str(SCRIPT), str(out), *flags], env=env)
+
+
+def test_kill_minus_nine_then_resume_ends_with_the_same_prompt(tmp_path):
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    assert run_script(reference).wait(timeout=120) == 0
+
+    proc = run_script(interrupted, "--slow")
+    latest = interrupted / "checkpoint" / "latest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if latest.exists() and 10 <= json.loads(latest.read_text())["step"] < 40:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = json.loads(latest.read_text())["step"]
+    assert 10 <= killed_at < 40, "the run should have been killed part-way"
+
+    assert run_script(interrupted, "--resume").wait(timeout=120) == 0
+    ref = PromptArtifact.from_pretrained(reference).prompt.state_tensors()
+    got = PromptArtifact.from_pretrained(interrupted).prompt.state_tensors()
+    assert ref.keys() == got.keys()
+    for name in ref:
+        assert torch.equal(ref[name], got[name]), name
+    ref_meta = json.loads((reference / "prompt.json").read_text())
+    got_meta = json.loads((interrupted / "prompt.json").read_text())
+    assert got_meta["metrics"] == ref_meta["metrics"]
