@@ -27,7 +27,7 @@ def test_schedule_warms_up_then_decays_to_zero():
     factors = [linear_warmup_decay(s, 4, 20) for s in range(20)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
     assert factors[4] == 1.0 and factors[-1] == pytest.approx(1 / 16)
-    assert all(a >= b for a, b in zip(factors[3:], factors[4:]))
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:], strict=False))
 
 
 def test_batches_depend_only_on_seed_and_step_and_cover_each_epoch():
