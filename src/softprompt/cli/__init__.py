@@ -13,6 +13,8 @@ COMMANDS = {
     "eval": "evaluate",
     "predict": "predict",
     "info": "info",
+    "blackbox": "blackbox",
+    "serve-lm": "serve",
 }
 
 

@@ -163,6 +163,8 @@ class Backbone:
         if deep is None:
             yield
             return
+        if deep.dim() == 3:  # (L, n, D) from SoftPrompt.deep_prompts(): the same for every row
+            deep = deep.unsqueeze(1)
         if deep.shape[0] != self.num_layers:
             raise ValueError(f"deep prompt has {deep.shape[0]} layers, model has {self.num_layers}")
         n = deep.shape[2]

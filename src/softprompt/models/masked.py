@@ -1,0 +1,89 @@
+"""Masked LMs (RoBERTa, XLM-R, BERT, ...): the prompt goes right after the first special token; the answer is read
+at <mask> positions after the text.
+
+Layout of one row: [<s>/CLS] [prompt (n)] [text tokens] [<mask> x m] [</s>/SEP] [padding], with m = the number of
+continuation tokens (at least 1). Putting the prompt after <s> rather than before it (as BBT does) keeps the
+sentence-start token where pre-training always saw it.
+
+Multi-token label words are scored PET-style: all m masks are predicted in one pass, each independently of the
+others (no teacher forcing — a masked LM cannot condition one mask on the next's answer). The label's score is then
+the sum of the per-mask log-probabilities, an approximation of the word's true probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from softprompt.models.backbone import Backbone, EncodedBatch, gather_positions, pad_2d
+
+
+class MaskedLMBackbone(Backbone):
+    kind = "mlm"
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.model.base_model.encoder.layer
+
+    def _special(self, *names: str) -> int:
+        for name in names:  # explicit None checks: RoBERTa's <s> has id 0
+            token_id = getattr(self.tokenizer, f"{name}_token_id", None)
+            if token_id is not None:
+                return token_id
+        raise ValueError(f"the tokenizer of {self.name} has none of the tokens {names}")
+
+    def encode(self, texts: Sequence[str], continuations: Sequence[Sequence[int]] | None = None) -> EncodedBatch:
+        continuations = continuations or [[] for _ in texts]
+        cls, sep, mask = self._special("cls", "bos"), self._special("sep", "eos"), self._special("mask")
+        rows, positions, truncated = [], [], 0
+        for text, cont in zip(texts, continuations, strict=True):
+            m = max(1, len(cont))
+            ids, cut = self._truncate(self.tokenize(text), reserve=m + 2)
+            truncated += cut
+            rows.append([cls, *ids, *([mask] * m), sep])
+            positions.append([1 + len(ids) + j for j in range(m)])
+        input_ids, attention_mask = pad_2d(rows, self.tokenizer.pad_token_id)
+        score_index, score_mask = pad_2d(positions, 0)
+        return EncodedBatch(input_ids, attention_mask, score_index, score_mask.bool(), num_truncated=truncated)
+
+    def hidden_states(
+        self,
+        batch: EncodedBatch,
+        prompt: torch.Tensor | None = None,
+        deep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The MLM head's transform output at the masks: what its decoder matrix (the output embedding) multiplies."""
+        embeds = self.embed(batch.input_ids)
+        mask = batch.attention_mask.to(self.device)
+        size, n = embeds.shape[0], 0
+        if prompt is not None:
+            prompt = self._batch_prompt(prompt.to(self.device, embeds.dtype), size)
+            n = prompt.shape[1]
+            embeds = torch.cat([embeds[:, :1], prompt, embeds[:, 1:]], dim=1)
+            mask = torch.cat([mask.new_ones(size, n), mask], dim=1)
+        elif deep is not None:
+            raise ValueError("a deep prompt needs an input prompt to mark its positions")
+        # Right padding keeps the position ids the model derives for inputs_embeds (0..T-1 + offset) exact.
+        with self._deep_prompt_hooks(deep, start=1, batch_size=size):
+            out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask)
+        return self._head_transform(gather_positions(out.last_hidden_state, batch.score_index.to(self.device) + n))
+
+    def _head_transform(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The MLM head up to (not including) the vocabulary projection."""
+        lm_head = getattr(self.model, "lm_head", None)
+        if lm_head is not None and hasattr(lm_head, "dense") and hasattr(lm_head, "layer_norm"):  # RoBERTa family
+            from transformers.activations import gelu
+
+            return lm_head.layer_norm(gelu(lm_head.dense(hidden)))
+        cls = getattr(self.model, "cls", None)
+        if cls is not None and hasattr(getattr(cls, "predictions", None), "transform"):  # BERT family
+            return cls.predictions.transform(hidden)
+        raise NotImplementedError(f"unknown masked-LM head on {type(self.model).__name__}")
+
+    def generate(self, texts: Sequence[str], prompt: torch.Tensor | None, max_new_tokens: int = 32) -> list[str]:
+        raise NotImplementedError(
+            f"{self.name} is a masked LM: it fills <mask> slots but cannot generate free text; "
+            "use a causal or seq2seq backbone for generation tasks"
+        )

@@ -1,0 +1,146 @@
+"""Encoder-decoder LMs (T5, Flan-T5, mT5, ...): the prompt is prepended to the encoder input embeddings.
+
+Encoder row: [prompt (n)] [text tokens (T5's tokenizer appends </s>)] [padding].
+Decoder row: [decoder start] [continuation tokens except the last] [padding] — the answer is read on the decoder
+side: position j predicts continuation token j, so the first decoder step predicts the label word.
+Deep prompts go into the encoder blocks only; the decoder sees the prompt through cross-attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from softprompt.models.backbone import Backbone, EncodedBatch, gather_positions, pad_2d
+
+
+class Seq2SeqBackbone(Backbone):
+    kind = "seq2seq"
+
+    _output_scale: float | None = None
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        encoder = self.model.get_encoder()
+        for name in ("block", "layers", "layer"):  # T5 family, BART family, others
+            stack = getattr(encoder, name, None)
+            if isinstance(stack, nn.ModuleList):
+                return stack
+        raise ValueError(f"cannot find the encoder blocks of {type(self.model).__name__}")
+
+    @property
+    def decoder_start_token_id(self) -> int:
+        start = getattr(self.config, "decoder_start_token_id", None)
+        return self.tokenizer.pad_token_id if start is None else start
+
+    def encode(self, texts: Sequence[str], continuations: Sequence[Sequence[int]] | None = None) -> EncodedBatch:
+        continuations = continuations or [[] for _ in texts]
+        rows, dec_rows, positions, truncated = [], [], [], 0
+        for text, cont in zip(texts, continuations, strict=True):
+            ids, cut = self._truncate(self.tokenizer(text)["input_ids"], reserve=0)
+            truncated += cut
+            rows.append(ids)
+            dec_rows.append([self.decoder_start_token_id, *cont[:-1]])  # the last token is predicted, never fed
+            positions.append(list(range(max(1, len(cont)))))
+        input_ids, attention_mask = pad_2d(rows, self.tokenizer.pad_token_id)
+        decoder_input_ids, decoder_attention_mask = pad_2d(dec_rows, self.tokenizer.pad_token_id)
+        score_index, score_mask = pad_2d(positions, 0)
+        extras = {"decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_attention_mask}
+        return EncodedBatch(input_ids, attention_mask, score_index, score_mask.bool(), extras, truncated)
+
+    def hidden_states(
+        self,
+        batch: EncodedBatch,
+        prompt: torch.Tensor | None = None,
+        deep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        embeds, mask = self._encoder_inputs(batch.input_ids, batch.attention_mask, prompt, deep)
+        with self._deep_prompt_hooks(deep, start=0, batch_size=embeds.shape[0]):
+            encoded = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        decoded = self._decode(encoded, mask, batch.extras["decoder_input_ids"], batch.extras["decoder_attention_mask"])
+        return gather_positions(decoded, batch.score_index.to(self.device))
+
+    def logits(self, hidden: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
+        # Some T5 variants rescale decoder states by d_model**-0.5 before the LM head; apply the same factor.
+        out = super().logits(hidden * self.output_scale, token_ids)
+        bias = getattr(self.model, "final_logits_bias", None)  # BART family: a (1, V) buffer added after the head
+        if bias is not None:
+            out = out + (bias[0] if token_ids is None else bias[0, token_ids.to(self.device)])
+        return out
+
+    @property
+    def output_scale(self) -> float:
+        """The factor the model applies to decoder states before its LM head.
+
+        Original T5 scales by d_model**-0.5 (T5 v1.1 does not; transformers keys this on `scale_decoder_outputs`,
+        older versions and UMT5 on `tie_word_embeddings`, mT5 never scales). Rather than mirror every family's rule,
+        measure it once on a one-token input by watching what reaches the LM head.
+        """
+        if self._output_scale is None:
+            ids = torch.tensor([[self.decoder_start_token_id]], device=self.device)
+            seen: dict[str, torch.Tensor] = {}
+            hook = self.model.get_output_embeddings().register_forward_pre_hook(lambda _m, a: seen.update(x=a[0]))
+            try:
+                with torch.no_grad():
+                    self.model(input_ids=ids, decoder_input_ids=ids, use_cache=False)
+                    encoded = self.model.get_encoder()(input_ids=ids).last_hidden_state
+                    raw = self._decode(encoded, torch.ones_like(ids), ids, torch.ones_like(ids))
+            finally:
+                hook.remove()
+            for scale in (1.0, self.config.d_model**-0.5):
+                # The candidates differ by a factor >= 2, so a loose tolerance is safe (and works in bf16/fp16).
+                if torch.allclose(seen["x"].float(), raw.float() * scale, rtol=1e-2, atol=1e-6):
+                    self._output_scale = scale
+                    break
+            else:
+                raise ValueError(
+                    f"{type(self.model).__name__} transforms decoder states before its LM head in a way "
+                    "this adapter does not know"
+                )
+        return self._output_scale
+
+    @torch.no_grad()
+    def generate(self, texts: Sequence[str], prompt: torch.Tensor | None, max_new_tokens: int = 32) -> list[str]:
+        """Greedy decoding with the prompt in front of each text's encoder input, one row at a time."""
+        outputs = []
+        for text in texts:
+            batch = self.encode([text])
+            embeds, mask = self._encoder_inputs(batch.input_ids, batch.attention_mask, prompt, None)
+            new = self.model.generate(
+                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False
+            )
+            outputs.append(self.tokenizer.decode(new[0], skip_special_tokens=True))
+        return outputs
+
+    # --- helpers -----------------------------------------------------------------------------------------------
+    def _encoder_inputs(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        prompt: torch.Tensor | None,
+        deep: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        embeds = self.embed(input_ids)
+        mask = attention_mask.to(self.device)
+        if prompt is not None:
+            size = embeds.shape[0]
+            prompt = self._batch_prompt(prompt.to(self.device, embeds.dtype), size)
+            embeds = torch.cat([prompt, embeds], dim=1)
+            mask = torch.cat([mask.new_ones(size, prompt.shape[1]), mask], dim=1)
+        elif deep is not None:
+            raise ValueError("a deep prompt needs an input prompt to mark its positions")
+        return embeds, mask
+
+    def _decode(
+        self, encoded: torch.Tensor, encoder_mask: torch.Tensor, decoder_ids: torch.Tensor, decoder_mask: torch.Tensor
+    ) -> torch.Tensor:
+        out = self.model.get_decoder()(
+            input_ids=decoder_ids.to(self.device),
+            attention_mask=decoder_mask.to(self.device),
+            encoder_hidden_states=encoded,
+            encoder_attention_mask=encoder_mask,
+            use_cache=False,
+        )
+        return out.last_hidden_state

@@ -1,0 +1,185 @@
+"""Every adapter against its own model: exact logits, prompt batching, deep prompts, gradients and shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from softprompt.models.backbone import Backbone, EncodedBatch
+from softprompt.models.loading import backbone_class
+from softprompt.models.masked import MaskedLMBackbone
+from softprompt.models.seq2seq import Seq2SeqBackbone
+from softprompt.testing import tiny_backbone
+
+ARCHS = ["llama", "gemma3", "t5", "roberta"]
+# Rows of different lengths, so that padding bugs show up as row-dependent results.
+TEXTS = ["the movie was very good and fun .", "bad", "a film : it is not boring ? yes"]
+N_PROMPT = 3
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def backbone(request: pytest.FixtureRequest) -> Backbone:
+    return tiny_backbone(request.param)
+
+
+def continuations(bb: Backbone) -> list[list[int]]:
+    ids = [bb.tokenize(w)[0] for w in ("good", "bad", "great", "fine", "awful")]
+    return [ids[:3], ids[3:4], ids[:2]]
+
+
+def reference_logits(bb: Backbone, batch: EncodedBatch) -> torch.Tensor:
+    """The model's own full forward (LM head included), gathered at the score positions: (B, S, V)."""
+    with torch.no_grad():
+        kwargs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+        if bb.kind == "seq2seq":
+            kwargs |= {k: batch.extras[k] for k in ("decoder_input_ids", "decoder_attention_mask")}
+        logits = bb.model(**kwargs).logits
+    return logits.gather(1, batch.score_index.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
+
+
+def random_prompt(bb: Backbone, rows: int = 1, seed: int = 0, scale: float = 0.5) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, N_PROMPT, bb.hidden_size, generator=g) * scale
+
+
+def random_deep(bb: Backbone, rows: int = 1, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(bb.num_layers, rows, N_PROMPT, bb.hidden_size, generator=g) * 0.5
+
+
+@pytest.mark.parametrize("multi", [False, True])
+def test_restricted_logits_match_full_forward(backbone: Backbone, multi: bool) -> None:
+    batch = backbone.encode(TEXTS, continuations(backbone) if multi else None)
+    expected = reference_logits(backbone, batch)
+    with torch.no_grad():
+        hidden = backbone.hidden_states(batch)
+        full = backbone.logits(hidden)
+        ids = torch.tensor([5, 17, 9, 30])
+        restricted = backbone.logits(hidden, ids)
+    real = batch.score_mask
+    torch.testing.assert_close(full[real], expected[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(restricted[real], expected[real][:, ids], atol=1e-5, rtol=1e-5)
+
+
+def test_t5_without_output_rescaling_is_still_exact() -> None:
+    bb = tiny_backbone("t5", seed=1)
+    bb.model.config.scale_decoder_outputs = False  # T5 v1.1 style: no d_model**-0.5 before the LM head
+    batch = bb.encode(TEXTS)
+    with torch.no_grad():
+        got = bb.logits(bb.hidden_states(batch))
+    assert bb.output_scale == 1.0
+    torch.testing.assert_close(got, reference_logits(bb, batch), atol=1e-5, rtol=1e-5)
+
+
+def test_bart_final_logits_bias_is_included() -> None:
+    from transformers import AutoModelForSeq2SeqLM, BartConfig
+
+    from softprompt.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    sizes = dict(encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4)
+    config = BartConfig(vocab_size=len(tok), d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, **sizes)
+    config.update(dict(pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3))
+    torch.manual_seed(0)
+    model = AutoModelForSeq2SeqLM.from_config(config)
+    model.final_logits_bias.normal_()
+    bb = Seq2SeqBackbone(model, tok, name="tiny-bart")
+    batch = bb.encode(TEXTS, continuations(bb))
+    with torch.no_grad():
+        got = bb.logits(bb.hidden_states(batch))
+    real = batch.score_mask
+    torch.testing.assert_close(got[real], reference_logits(bb, batch)[real], atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prompt_broadcasts(backbone: Backbone) -> None:
+    batch = backbone.encode(TEXTS, continuations(backbone))
+    prompt, deep = random_prompt(backbone), random_deep(backbone)
+    with torch.no_grad():
+        one = backbone.hidden_states(batch, prompt, deep)
+        many = backbone.hidden_states(batch, prompt.expand(len(TEXTS), -1, -1), deep.expand(-1, len(TEXTS), -1, -1))
+    torch.testing.assert_close(one, many, atol=1e-5, rtol=1e-5)
+
+
+def test_per_row_prompts_equal_rows_one_at_a_time(backbone: Backbone) -> None:
+    conts = continuations(backbone)
+    prompts, deep = random_prompt(backbone, rows=len(TEXTS)), random_deep(backbone, rows=len(TEXTS))
+    with torch.no_grad():
+        batched = backbone.hidden_states(backbone.encode(TEXTS, conts), prompts, deep)
+        for i, (text, cont) in enumerate(zip(TEXTS, conts, strict=True)):
+            alone = backbone.hidden_states(backbone.encode([text], [cont]), prompts[i : i + 1], deep[:, i : i + 1])
+            torch.testing.assert_close(batched[i, : len(cont)], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_deep_prompt_zero_is_identity_and_nonzero_matters(backbone: Backbone) -> None:
+    batch = backbone.encode(TEXTS)
+    prompt = random_prompt(backbone)
+    zeros = torch.zeros(backbone.num_layers, 1, N_PROMPT, backbone.hidden_size)
+    with torch.no_grad():
+        plain = backbone.hidden_states(batch, prompt)
+        with_zeros = backbone.hidden_states(batch, prompt, zeros)
+        with_deep = backbone.hidden_states(batch, prompt, random_deep(backbone))
+        without_prompt = backbone.hidden_states(batch)
+    torch.testing.assert_close(with_zeros, plain, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(with_deep, plain, atol=1e-4)
+    assert not torch.allclose(plain, without_prompt, atol=1e-4)
+    with pytest.raises(ValueError, match="layers"):
+        backbone.hidden_states(batch, prompt, zeros[:1])
+
+
+def test_gradient_reaches_prompt_only(backbone: Backbone) -> None:
+    batch = backbone.encode(TEXTS, continuations(backbone))
+    prompt = random_prompt(backbone).requires_grad_(True)
+    deep = random_deep(backbone).requires_grad_(True)
+    backbone.logits(backbone.hidden_states(batch, prompt, deep), torch.tensor([5, 9])).sum().backward()
+    assert prompt.grad is not None and prompt.grad.abs().sum() > 0
+    assert deep.grad is not None and deep.grad.abs().sum() > 0
+    assert all(p.grad is None for p in backbone.model.parameters())
+
+
+def test_multi_token_score_positions(backbone: Backbone) -> None:
+    conts = continuations(backbone)
+    batch = backbone.encode(TEXTS, conts)
+    assert batch.score_index.shape == batch.score_mask.shape == (3, 3)
+    assert batch.score_mask.tolist() == [[True] * 3, [True, False, False], [True, True, False]]
+    index = batch.score_index
+    if backbone.kind == "causal":  # consecutive positions ending just before the last continuation token
+        for i, cont in enumerate(conts):
+            pos = index[i, : len(cont)]
+            assert (pos.diff() == 1).all()
+            assert batch.input_ids[i, pos[1:]].tolist() == cont[:-1]
+    elif backbone.kind == "seq2seq":  # decoder steps 0..m-1, fed [start] + continuation[:-1]
+        dec = batch.extras["decoder_input_ids"]
+        assert dec.shape == (3, 3) and batch.extras["decoder_attention_mask"].shape == (3, 3)
+        assert index.tolist() == [[0, 1, 2], [0, 0, 0], [0, 1, 0]]
+        for i, cont in enumerate(conts):
+            assert dec[i, : len(cont)].tolist() == [backbone.decoder_start_token_id, *cont[:-1]]
+    else:  # one <mask> per continuation token, right before the final special token
+        mask_id = backbone.tokenizer.mask_token_id
+        for i, cont in enumerate(conts):
+            pos = index[i, : len(cont)]
+            assert (batch.input_ids[i, pos] == mask_id).all()
+            assert (batch.input_ids[i] == mask_id).sum() == len(cont)
+            assert batch.input_ids[i, pos[-1] + 1] == backbone.tokenizer.eos_token_id
+    hidden = backbone.hidden_states(batch)
+    assert hidden.shape == (3, 3, backbone.hidden_size)
+    # no continuation: one score position per row
+    assert backbone.encode(TEXTS).score_index.shape == (3, 1)
+
+
+def test_truncation_keeps_the_answer_slots(backbone: Backbone) -> None:
+    short = type(backbone)(backbone.model, backbone.tokenizer, name="short", max_length=6)
+    batch = short.encode(["the movie was very good and fun and great ."], [continuations(backbone)[0]])
+    assert batch.num_truncated == 1
+    assert batch.input_ids.shape[1] <= 6 + 2  # causal rows also carry the fed continuation
+    with torch.no_grad():
+        assert short.hidden_states(batch).shape == (1, 3, backbone.hidden_size)
+
+
+def test_dispatch_and_generation() -> None:
+    t5, roberta = tiny_backbone("t5"), tiny_backbone("roberta")
+    assert backbone_class(t5.config) is Seq2SeqBackbone
+    assert backbone_class(roberta.config) is MaskedLMBackbone
+    out = t5.generate(["the movie was good"], random_prompt(t5), max_new_tokens=3)
+    assert len(out) == 1 and isinstance(out[0], str)
+    with pytest.raises(NotImplementedError, match="masked LM"):
+        roberta.generate(["the movie"], None)

@@ -1,0 +1,253 @@
+"""The inference endpoint and its client: same numbers as local scoring, clear 4xx errors, and retries that carry a
+search across an endpoint that starts late or restarts. Tiny models, loopback sockets only."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+import uvicorn  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+from softprompt.models.backbone import Backbone  # noqa: E402
+from softprompt.scoring import Scorer  # noqa: E402
+from softprompt.serving.client import EndpointError, EndpointUnavailable, RemoteEvaluator  # noqa: E402
+from softprompt.serving.inference import clipped_std  # noqa: E402
+from softprompt.serving.server import Limits, create_app  # noqa: E402
+from softprompt.serving.wire import MEDIA_TYPE, batch_to_tensors, encode  # noqa: E402
+from softprompt.tasks.base import Example, Task  # noqa: E402
+from softprompt.testing import tiny_backbone  # noqa: E402
+
+EXAMPLES = [
+    Example("the movie was very good and fun", label=1),
+    Example("bad", label=0),
+    Example("a film : it is not boring ? yes", label=1),
+    Example("awful", label=0),
+    Example("it is fine", label=1),
+]
+SINGLE = Task("single", "{text} . sentiment :", labels=("negative", "positive"), verbalizer=("bad", "good"))
+MULTI = Task("multi", "{text} . it was", labels=("neg", "pos", "mid"), verbalizer=("not good", "very good", "fine"))
+P, N = 3, 4
+FAST = {"retries": 40, "backoff": 0.05, "max_backoff": 0.2, "max_wait": 10.0, "timeout": 10.0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    # Tiny matmuls on a shared, busy machine: thread hand-offs cost far more than the arithmetic.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def llama() -> Backbone:
+    return tiny_backbone("llama")
+
+
+def candidates(bb: Backbone, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    prompts = torch.randn(P, N, bb.hidden_size, generator=g) * 0.5
+    deep = torch.randn(bb.num_layers, P, N, bb.hidden_size, generator=g) * 0.5
+    return prompts, deep
+
+
+def local_scores(bb: Backbone, task: Task, prompts: torch.Tensor, deep: torch.Tensor | None) -> torch.Tensor:
+    """The reference: the local Scorer, one candidate at a time."""
+    scorer = Scorer(bb, task)
+    batch = scorer.encode(EXAMPLES)
+    with torch.no_grad():
+        one = [deep[:, i : i + 1] if deep is not None else None for i in range(P)]
+        rows = [scorer.label_scores(batch, prompts[i : i + 1], one[i]) for i in range(P)]
+    return torch.stack(rows)
+
+
+def remote(bb: Backbone, task: Task, **limits: int) -> RemoteEvaluator:
+    client = TestClient(create_app(bb, Limits(**limits)))
+    return RemoteEvaluator("http://testserver", task, http_client=client, retries=1)
+
+
+# --- same numbers as local scoring ------------------------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["llama", "t5", "roberta"])
+@pytest.mark.parametrize("task", [SINGLE, MULTI], ids=["single-token", "multi-token"])
+def test_remote_label_scores_match_local(arch: str, task: Task, llama: Backbone) -> None:
+    bb = llama if arch == "llama" else tiny_backbone(arch)
+    prompts, deep = candidates(bb)
+    evaluator = remote(bb, task, chunk_rows=4)  # chunks cut across candidates
+    assert (evaluator.hidden_size, evaluator.num_layers) == (bb.hidden_size, bb.num_layers)
+    assert evaluator.describe()["fingerprint"] == bb.fingerprint
+    for d in (None, deep):
+        got = evaluator.label_scores(EXAMPLES, prompts, d)
+        assert got.shape == (P, len(EXAMPLES), len(task.labels))
+        torch.testing.assert_close(got, local_scores(bb, task, prompts, d), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("task", [SINGLE, MULTI], ids=["single-token", "multi-token"])
+def test_remote_matches_local_evaluator(llama: Backbone, task: Task) -> None:
+    local_mod = pytest.importorskip("softprompt.blackbox.local")
+    local = local_mod.LocalEvaluator(Scorer(llama, task), chunk_size=4)
+    evaluator = remote(llama, task)
+    prompts, deep = candidates(llama)
+    for d in (None, deep):
+        want = local.label_scores(EXAMPLES, prompts, d)
+        torch.testing.assert_close(evaluator.label_scores(EXAMPLES, prompts, d), want, atol=1e-5, rtol=1e-5)
+    assert evaluator.embedding_std() == pytest.approx(local.embedding_std(), rel=1e-6)
+    stds = local.hidden_state_stds(EXAMPLES, prompts[0])
+    assert evaluator.hidden_state_stds(EXAMPLES, prompts[0]) == pytest.approx(stds, rel=1e-6)
+
+
+def test_statistics(llama: Backbone) -> None:
+    evaluator = remote(llama, SINGLE, chunk_rows=2)
+    weight = llama.word_embeddings.weight
+    assert evaluator.embedding_std() == pytest.approx(float(weight.double().std(correction=0)), rel=1e-9)
+    prompt = candidates(llama)[0][0]
+    # Reference from the model's own hidden-state outputs: hidden_states[l] is what enters layer l.
+    batch = llama.encode([SINGLE.render(ex) for ex in EXAMPLES])
+    embeds = torch.cat([prompt.expand(len(EXAMPLES), -1, -1), llama.embed(batch.input_ids)], dim=1)
+    mask = torch.cat([torch.ones(len(EXAMPLES), N, dtype=torch.long), batch.attention_mask], dim=1)
+    with torch.no_grad():
+        out = llama.model.base_model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
+    want = [clipped_std(h[mask.bool()]) for h in out.hidden_states[: llama.num_layers]]
+    assert evaluator.hidden_state_stds(EXAMPLES, prompt) == pytest.approx(want, rel=1e-5)
+
+
+def test_clipped_std_tames_outliers() -> None:
+    x = torch.cat([torch.randn(10_000, generator=torch.Generator().manual_seed(0)), torch.tensor([1e4])])
+    assert x.std() > 50 and 0.9 < clipped_std(x) < 1.1
+
+
+# --- bad requests get a 4xx and a message ----------------------------------------------------------------------
+def scores_body(bb: Backbone, **override: torch.Tensor | None) -> bytes:
+    tensors = batch_to_tensors(bb.encode(["the movie was good", "bad"]))
+    tensors |= {"token_ids": torch.tensor([7, 9]), "prompts": torch.zeros(2, N, bb.hidden_size)}
+    tensors |= override
+    return encode({k: v for k, v in tensors.items() if v is not None})
+
+
+@pytest.mark.parametrize(
+    "override, status, message",
+    [
+        ({"prompts": torch.zeros(2, N, 7)}, 422, "hidden size 7"),
+        ({"prompts": torch.zeros(2, N, 32, dtype=torch.float64)}, 422, "float32"),
+        ({"prompts": torch.full((2, N, 32), float("nan"))}, 422, "NaN"),
+        ({"deep": torch.zeros(5, 2, N, 32)}, 422, "(layers, P, n, D)"),
+        ({"token_ids": torch.tensor([10_000])}, 422, "token_ids values"),
+        ({"token_ids": torch.arange(300)}, 422, "1 to 256"),
+        ({"input_ids": None}, 422, "missing tensor 'input_ids'"),
+        ({"score_index": torch.tensor([[99], [0]])}, 422, "score_index values"),
+        ({"weights": torch.zeros(1)}, 422, "unexpected tensors ['weights']"),
+    ],
+)
+def test_bad_scores_requests(llama: Backbone, override: dict, status: int, message: str) -> None:
+    client = TestClient(create_app(llama))
+    response = client.post("/v1/scores", content=scores_body(llama, **override), headers={"content-type": MEDIA_TYPE})
+    assert response.status_code == status, response.text
+    assert message in response.json()["detail"]
+
+
+def test_bad_bodies_and_limits(llama: Backbone) -> None:
+    client = TestClient(create_app(llama, Limits(max_request_bytes=2000, max_rows=3)))
+    garbage = client.post("/v1/scores", content=b"\x80\x04pickle?" * 4)
+    assert garbage.status_code == 400 and "safetensors" in garbage.json()["detail"]
+    big = client.post("/v1/scores", content=b"x" * 5000)
+    assert big.status_code == 413 and "exceeds" in big.json()["detail"]
+    rows = client.post("/v1/scores", content=scores_body(llama, prompts=torch.zeros(2, 1, 32)))
+    assert rows.status_code == 422 and "rows" in rows.json()["detail"]
+    assert client.post("/v1/tokenize", json={"texts": "not a list"}).status_code == 422
+    mismatch = client.post("/v1/tokenize", json={"texts": ["a"], "continuations": [[1], [2]]})
+    assert mismatch.status_code == 422 and "2 continuations for 1 texts" in mismatch.json()["detail"]
+    assert client.get("/healthz").json() == {"status": "ok"}
+    info = client.get("/v1/info").json()
+    assert info["hidden_size"] == 32 and info["num_layers"] == 2 and info["max_length"] == llama.max_length
+
+
+def test_client_raises_4xx_without_retrying(llama: Backbone) -> None:
+    evaluator = remote(llama, SINGLE)
+    evaluator.retries = 50  # a 4xx must not be retried at all
+    with pytest.raises(EndpointError, match="hidden size 5"):
+        evaluator.label_scores(EXAMPLES, torch.zeros(1, N, 5))
+
+
+# --- a real socket: late start, restart, nothing listening -----------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """uvicorn on 127.0.0.1:port in a background thread."""
+
+    def __init__(self, bb: Backbone, port: int) -> None:
+        config = uvicorn.Config(create_app(bb), host="127.0.0.1", port=port, log_level="error", lifespan="off")
+        self.server = uvicorn.Server(config)
+
+    def start(self, delay: float = 0.0) -> Server:
+        self.thread = threading.Thread(target=lambda: (time.sleep(delay), self.server.run()), daemon=True)
+        self.thread.start()
+        return self
+
+    def wait_started(self) -> None:
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def port() -> Iterator[int]:
+    yield free_port()
+
+
+def test_late_start_and_restart(llama: Backbone, port: int) -> None:
+    url = f"http://127.0.0.1:{port}"
+    prompts, deep = candidates(llama)
+    want = local_scores(llama, SINGLE, prompts, deep)
+    first = Server(llama, port).start(delay=0.5)  # the search starts before the endpoint is up
+    try:
+        with RemoteEvaluator(url, SINGLE, **FAST) as evaluator:
+            torch.testing.assert_close(evaluator.label_scores(EXAMPLES, prompts, deep), want, atol=1e-5, rtol=1e-5)
+            first.stop()
+            second = Server(llama, port).start(delay=0.5)  # restarted while the search goes on
+            try:
+                got = evaluator.label_scores(EXAMPLES, prompts, deep)  # stale keep-alive connection, then refusals
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+            finally:
+                second.wait_started()
+                second.stop()
+    finally:
+        first.stop()
+
+
+def test_unreachable_endpoint_fails_fast_with_a_hint(port: int) -> None:
+    evaluator = RemoteEvaluator(f"http://127.0.0.1:{port}", SINGLE, retries=3, backoff=0.05, max_wait=1.0)
+    start = time.monotonic()
+    with pytest.raises(EndpointUnavailable, match=f"127.0.0.1:{port} after 3 tries.*softprompt serve-lm"):
+        evaluator.label_scores(EXAMPLES, torch.zeros(1, N, 32))
+    assert time.monotonic() - start < 2.0
+
+
+def test_retry_wait_is_bounded(port: int) -> None:
+    evaluator = RemoteEvaluator(f"http://127.0.0.1:{port}", SINGLE, retries=1000, backoff=0.1, max_wait=0.5)
+    start = time.monotonic()
+    with pytest.raises(EndpointUnavailable):
+        _ = evaluator.hidden_size
+    assert time.monotonic() - start < 2.0
+
+
+def test_cli_registers_serve_lm() -> None:
+    from softprompt.cli import build_parser
+
+    args = build_parser().parse_args(["serve-lm", "--model", "x", "--port", "9999", "--max-length", "128"])
+    assert (args.host, args.port, args.max_length, args.model) == ("127.0.0.1", 9999, 128, "x")
