@@ -34,13 +34,17 @@ def get_task(name: str) -> Task:
 
 
 def with_builtin_loaders(task: Task) -> Task:
-    """A stored task definition knows no files; if it names a built-in task, reuse that task's data loaders."""
+    """A stored task definition knows no files; if it names a built-in task, reuse that task's data loaders.
+
+    A task built from the user's own files (`softprompt.tasks.custom`) re-reads the files it recorded.
+    """
     from softprompt.tasks.builtin import list_tasks
+    from softprompt.tasks.custom import with_file_loaders
 
     if not task.loaders and task.name in list_tasks():
         builtin = get_task(task.name)
         task.loaders, task.hub_loaders = builtin.loaders, builtin.hub_loaders
-    return task
+    return with_file_loaders(task)
 
 
 def make_prompt_config(method: str, prompt_len: int = 100, **options: Any) -> PromptConfig:

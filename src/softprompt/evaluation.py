@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from softprompt.tasks.metrics import compute_metrics
 from tqdm.auto import tqdm
 
 from softprompt.prompts.base import SoftPrompt
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example
+from softprompt.tasks.metrics import compute_metrics
 
 
 @dataclass
@@ -82,6 +82,9 @@ def predict(
     scorer: Scorer, texts: Sequence[Example], prompt: SoftPrompt | None, batch_size: int = 32
 ) -> list[Prediction]:
     task = scorer.task
+    if task.kind == "generation":  # the generated answer; there are no label scores
+        p, _ = prompt_tensors(prompt)
+        return [Prediction(out.strip(), {}) for out in scorer.backbone.generate([task.render(ex) for ex in texts], p)]
     probs, _ = label_probabilities(scorer, texts, prompt, batch_size)
     return [
         Prediction(task.labels[int(row.argmax())], {name: float(v) for name, v in zip(task.labels, row, strict=True)})

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import random
-from collections.abc import Sequence
-from typing import Any
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 from softprompt.models import DEFAULT_MODEL
 from softprompt.tasks.base import Example, Task
+
+if TYPE_CHECKING:
+    from softprompt.scoring import Scorer
+    from softprompt.tasks.custom import CustomTaskSpec
 
 
 def add_model_args(parser: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:
@@ -20,9 +27,26 @@ def add_model_args(parser: argparse.ArgumentParser, default: str | None = DEFAUL
     parser.add_argument("--max-length", type=int, default=256, help="max text tokens per example (default 256)")
 
 
-def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False) -> None:
+def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False, split_files: bool = True) -> None:
     parser.add_argument("--task", required=task_required, help="built-in task name (sst2, rte, mrpc, cola, ...)")
     parser.add_argument("--data-dir", help="folder with the task files (default: $SOFTPROMPT_DATA_DIR, else the hub)")
+    own = parser.add_argument_group("your own data (instead of --task)")
+    if split_files:
+        own.add_argument("--data", metavar="FILE", help="training file: .csv, .tsv, .jsonl or .parquet")
+        own.add_argument("--validation", metavar="FILE", help="validation file (default: 10%% carved from --data)")
+        own.add_argument("--test", metavar="FILE", help="test file (default: 10%% carved from --data)")
+    else:
+        own.add_argument("--data", metavar="FILE", help="score every row of this file (.csv, .tsv, .jsonl, .parquet)")
+    own.add_argument("--task-file", metavar="FILE", help="YAML/JSON task definition (the flags below override it)")
+    own.add_argument("--text-column", help="column with the input text (default: text; eval: the artifact's)")
+    own.add_argument("--text-pair-column", help="column with the second text of a sentence-pair task")
+    own.add_argument("--label-column", help="column with the class label (classification)")
+    own.add_argument("--target-column", help="column with the answer text (generation)")
+    own.add_argument("--template", help=r"model input with {text} and {text_pair}; \n is a newline "
+                     r"(default: '{text}\nLabel:')")  # fmt: skip
+    own.add_argument("--verbalizer", nargs="+", metavar="LABEL=WORD",
+                     help="word for each label, e.g. positive=' good' (default: ' <label>')")  # fmt: skip
+    own.add_argument("--metrics", nargs="+", help="metric names; the first picks the best checkpoint")
 
 
 def add_limit_args(parser: argparse.ArgumentParser) -> None:
@@ -31,11 +55,66 @@ def add_limit_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-test-examples", type=int, help="use a seeded subset of the test split")
 
 
+def _custom_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The own-data options given on the command line (absent ones left out, so they do not override)."""
+    from softprompt.tasks.custom import parse_verbalizer
+
+    template = getattr(args, "template", None)
+    verbalizer = getattr(args, "verbalizer", None)
+    flags = {
+        "train": getattr(args, "data", None),
+        "validation": getattr(args, "validation", None),
+        "test": getattr(args, "test", None),
+        "text_column": getattr(args, "text_column", None),
+        "text_pair_column": getattr(args, "text_pair_column", None),
+        "label_column": getattr(args, "label_column", None),
+        "target_column": getattr(args, "target_column", None),
+        # A shell passes "\n" literally; templates almost always mean a newline.
+        "template": template.replace("\\n", "\n").replace("\\t", "\t") if template else None,
+        "verbalizer": parse_verbalizer(verbalizer) if verbalizer else None,
+        "metrics": getattr(args, "metrics", None),
+    }
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def custom_spec(args: argparse.Namespace) -> CustomTaskSpec | None:
+    """The user's own task from --task-file and the flags (flags win), or None when neither is given."""
+    from softprompt.tasks.custom import CustomTaskSpec, load_spec_file
+
+    flags, task_file = _custom_flags(args), getattr(args, "task_file", None)
+    if not flags and not task_file:
+        return None
+    return (load_spec_file(task_file) if task_file else CustomTaskSpec()).merged(**flags)
+
+
+@contextmanager
+def reported_warnings() -> Iterator[None]:
+    """Data warnings (a file decoded as cp1252, ...) as one `warning:` line each on stderr."""
+    from softprompt.tasks.custom import DataWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        yield
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
 def resolve_task(args: argparse.Namespace) -> Task:
     from softprompt.tasks.builtin import get_task
 
+    spec = custom_spec(args)
+    if spec is not None:
+        from softprompt.tasks.custom import build_custom_task
+
+        if args.task:
+            raise ValueError("--task is a built-in task; for your own files use --data/--task-file without --task")
+        with reported_warnings():
+            return build_custom_task(spec)[0]  # the task carries its loaded splits for load_splits
     if not args.task:
-        raise ValueError("name a task with --task (see `softprompt train --help`)")
+        raise ValueError("name a task with --task, or your own files with --data (see `softprompt train --help`)")
     return get_task(args.task)
 
 
@@ -58,6 +137,45 @@ def load_splits(args: argparse.Namespace, task: Task) -> tuple[list[Example], li
     record: dict[str, Any] = {
         "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
         "limits_seed": seed,
-        "task_splits": task.split_info,
     }
     return train, validation, test, record
+
+
+def eval_examples(args: argparse.Namespace, task: Task, split: str) -> list[Example]:
+    """What `eval` scores: every row of --data (read with the task's stored columns unless overridden), else a split.
+
+    The task's labels stay fixed, so a saved prompt is scored on new files exactly as it was tuned.
+    """
+    from softprompt.tasks.custom import CustomTaskSpec, load_spec_file, read_examples, spec_from_task
+
+    flags = _custom_flags(args)
+    if {"template", "verbalizer", "metrics"} & set(flags) and not getattr(args, "zero_shot", False):
+        raise ValueError("--template/--verbalizer/--metrics would change a tuned prompt's task; it keeps its own")
+    if not getattr(args, "data", None):
+        with reported_warnings():
+            return task.load(split, args.data_dir)
+    base = load_spec_file(args.task_file) if getattr(args, "task_file", None) else spec_from_task(task)
+    spec = (base or CustomTaskSpec()).merged(**{k: v for k, v in flags.items() if k != "train"})
+    with reported_warnings():
+        return read_examples(task, args.data, spec)
+
+
+def count_truncated(scorer: Scorer, examples: Sequence[Example], batch_size: int = 256) -> int:
+    """How many examples the backbone cuts to fit its length limit (tokenisation only, no forward pass)."""
+    total = 0
+    for start in range(0, len(examples), batch_size):
+        batch = scorer.encode(examples[start : start + batch_size])
+        total += -(-batch.encoded.num_truncated // batch.rows_per_example)  # rows are per label for multi-token
+    return total
+
+
+def warn_truncated(scorer: Scorer, splits: dict[str, Sequence[Example]]) -> None:
+    """Over-long rows are never an error (the backbone keeps the end of the text), but the user should know."""
+    for split, examples in splits.items():
+        n = count_truncated(scorer, examples) if examples else 0
+        if n:
+            print(
+                f"warning: {n:,} of {len(examples):,} {split} examples are longer than {scorer.backbone.max_length} "
+                "tokens (--max-length) and were truncated, keeping the end of the text",
+                file=sys.stderr,
+            )

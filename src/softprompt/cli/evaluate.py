@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import argparse
 
-from softprompt.cli.common import add_data_args, add_model_args, subset
+from softprompt.cli.common import (
+    add_data_args,
+    add_model_args,
+    custom_spec,
+    eval_examples,
+    resolve_task,
+    subset,
+    warn_truncated,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="evaluate a saved prompt", description=__doc__)
     p.add_argument("dir", nargs="?", help="artifact folder (omit with --zero-shot)")
-    add_data_args(p)
+    add_data_args(p, split_files=False)
     add_model_args(p, default=None)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--limit", type=int, help="score a seeded subset of this many examples")
@@ -20,25 +28,29 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from softprompt.api import get_task, load
+    from softprompt.api import load
     from softprompt.cli import print_json
     from softprompt.evaluation import evaluate
     from softprompt.models import DEFAULT_MODEL, load_backbone
     from softprompt.scoring import Scorer
 
     if args.zero_shot:
-        if args.dir or not args.task:
-            raise ValueError("--zero-shot takes --task and no artifact folder")
-        task = get_task(args.task)
-        examples = subset(task.load(args.split, args.data_dir), args.limit)
+        if args.dir or not (args.task or custom_spec(args)):
+            raise ValueError("--zero-shot takes --task (or --data with its columns) and no artifact folder")
+        task = resolve_task(args)
+        examples = subset(eval_examples(args, task, args.split), args.limit)
         backbone = load_backbone(args.model or DEFAULT_MODEL, max_length=args.max_length)
-        metrics = evaluate(Scorer(backbone, task), examples, None, args.batch_size, progress=True)
-        print_json({"task": task.name, "split": args.split, "prompt": None, **metrics})
+        scorer = Scorer(backbone, task)
+        warn_truncated(scorer, {args.data or args.split: examples})
+        metrics = evaluate(scorer, examples, None, args.batch_size, progress=True)
+        print_json({"task": task.name, "split": args.data or args.split, "prompt": None, **metrics})
         return 0
     if not args.dir:
         raise ValueError("name an artifact folder (or use --zero-shot)")
     tuned = load(args.dir, model=args.model, task=args.task)
-    examples = subset(tuned.task.load(args.split, args.data_dir), args.limit)
+    examples = subset(eval_examples(args, tuned.task, args.split), args.limit)
+    warn_truncated(tuned.scorer, {args.data or args.split: examples})
     metrics = evaluate(tuned.scorer, examples, tuned.artifact.prompt, args.batch_size, progress=True)
-    print_json({"task": tuned.task.name, "split": args.split, "method": tuned.artifact.method, **metrics})
+    split = args.data or args.split
+    print_json({"task": tuned.task.name, "split": split, "method": tuned.artifact.method, **metrics})
     return 0

@@ -24,5 +24,8 @@ def run(args: argparse.Namespace) -> int:
     tuned = load(args.dir, model=args.model)
     inputs = list(zip(args.texts, pairs, strict=True)) if pairs else list(args.texts)
     for text, pred in zip(args.texts, tuned.predict(inputs), strict=True):
-        print_json({"text": text, "label": pred.label, "scores": pred.scores})
+        if tuned.task.kind == "generation":
+            print_json({"text": text, "answer": pred.label})
+        else:
+            print_json({"text": text, "label": pred.label, "scores": pred.scores})
     return 0

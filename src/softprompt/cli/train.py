@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from softprompt.cli.common import add_data_args, add_limit_args, add_model_args, load_splits, resolve_task
+from softprompt.cli.common import (
+    add_data_args,
+    add_limit_args,
+    add_model_args,
+    load_splits,
+    resolve_task,
+    warn_truncated,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     train, validation, test, data_record = load_splits(args, task)
     backbone = load_backbone(args.model, max_length=args.max_length)
     scorer = Scorer(backbone, task)
+    warn_truncated(scorer, {"train": train, "validation": validation, "test": test})
     prompt = new_prompt(prompt_config, backbone, seed=args.seed)
     print(
         f"{args.method}: {prompt.num_trainable_parameters():,} trainable parameters on {backbone.name} "

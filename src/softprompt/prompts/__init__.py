@@ -34,6 +34,9 @@ def build_prompt(config: PromptConfig, hidden_size: int) -> SoftPrompt:
     return REGISTRY[config.method][1](config, hidden_size)
 
 
+# Black-box parametrisations (BBT, BBTv2) register themselves; imported here so artifacts load by method name.
+import softprompt.blackbox.prompts  # noqa: E402, F401
+
 __all__ = [
     "PromptConfig",
     "SoftPrompt",

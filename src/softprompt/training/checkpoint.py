@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from softprompt.fileio import atomic_write
+
 LATEST = "latest.json"
 
 
@@ -24,9 +26,11 @@ def save_checkpoint(folder: str | os.PathLike[str], step: int, tensors: dict[str
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"step-{step:08d}"
-    _atomic(folder / f"{stem}.safetensors", lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, p))
-    _atomic(folder / f"{stem}.json", lambda p: Path(p).write_text(json.dumps(state)))
-    _atomic(folder / LATEST, lambda p: Path(p).write_text(json.dumps({"stem": stem, "step": step})))
+    atomic_write(
+        folder / f"{stem}.safetensors", lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, p)
+    )
+    atomic_write(folder / f"{stem}.json", lambda p: Path(p).write_text(json.dumps(state)))
+    atomic_write(folder / LATEST, lambda p: Path(p).write_text(json.dumps({"stem": stem, "step": step})))
     for old in folder.glob("step-*"):  # keep only the newest pair
         if not old.name.startswith(stem):
             old.unlink(missing_ok=True)
@@ -44,12 +48,6 @@ def load_checkpoint(folder: str | os.PathLike[str]) -> tuple[dict[str, torch.Ten
 
 def has_checkpoint(folder: str | os.PathLike[str]) -> bool:
     return (Path(folder) / LATEST).exists()
-
-
-def _atomic(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
 
 
 # --- optimiser and RNG state as flat tensors + JSON -----------------------------------------------------------------
