@@ -1,0 +1,98 @@
+"""The command line end to end on a tiny model saved to disk: train → info → eval → predict, and clear errors."""
+
+import json
+
+import pytest
+
+from softprompt.cli import main
+from softprompt.testing import tiny_backbone
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    backbone = tiny_backbone()
+    backbone.model.save_pretrained(folder)
+    backbone.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, list[dict], str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return code, lines, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir, data_dir):
+    out = tmp_path_factory.mktemp("run") / "sst2-ulpt"
+    argv = [
+        "train", "--task", "sst2", "--data-dir", str(data_dir), "--model", tiny_model_dir, "--method", "ulpt",
+        "--rank", "2", "--prompt-len", "8", "--steps", "4", "--batch-size", "4", "--eval-every", "2",
+        "--max-train-examples", "32", "--max-eval-examples", "16", "--max-test-examples", "16", "--out", str(out),
+        "--compare-zero-shot", "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_train_writes_artifact_logs_and_summary(trained):
+    assert (trained / "prompt.safetensors").exists() and (trained / "prompt.json").exists()
+    meta = json.loads((trained / "prompt.json").read_text())
+    assert meta["method"] == "ulpt" and meta["task"]["name"] == "sst2"
+    assert set(meta["metrics"]) >= {"validation", "test", "best_step"}
+    assert meta["extra"]["data"]["sizes"] == {"train": 32, "validation": 16, "test": 16}
+    assert (trained / "log.jsonl").read_text().count('"split": "validation"') == 2
+
+
+def test_info_reports_method_parameters_and_sizes(capsys, trained):
+    code, (info,), _ = run_cli(capsys, "info", str(trained))
+    assert code == 0
+    assert info["method"] == "ulpt"
+    assert info["trainable_parameters"] == 8 * 2 + 2 * 32
+    assert info["bytes"]["prompt.safetensors"] > 0 and info["task"] == "sst2"
+
+
+def test_eval_prints_json_metrics(capsys, trained, data_dir, tiny_model_dir):
+    code, (metrics,), _ = run_cli(
+        capsys, "eval", str(trained), "--data-dir", str(data_dir), "--split", "test", "--limit", "16",
+        "--model", tiny_model_dir,
+    )  # fmt: skip
+    assert code == 0
+    assert metrics["num_examples"] == 16 and 0.0 <= metrics["accuracy"] <= 1.0
+    # the same numbers the training run reported for the same (seeded) test subset
+    stored = json.loads((trained / "prompt.json").read_text())["metrics"]["test"]
+    assert metrics["accuracy"] == pytest.approx(stored["accuracy"])
+
+
+def test_predict_needs_only_the_artifact(capsys, trained, tiny_model_dir):
+    code, lines, _ = run_cli(capsys, "predict", str(trained), "a good movie", "awful", "--model", tiny_model_dir)
+    assert code == 0 and len(lines) == 2
+    for line in lines:
+        assert line["label"] in ("negative", "positive")
+        assert sum(line["scores"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_resume_of_finished_run_and_refusal_to_overwrite(capsys, trained, data_dir, tiny_model_dir):
+    argv = ["train", "--task", "sst2", "--data-dir", str(data_dir), "--model", tiny_model_dir, "--steps", "4",
+            "--prompt-len", "8", "--batch-size", "4", "--eval-every", "2", "--max-train-examples", "32",
+            "--max-eval-examples", "16", "--max-test-examples", "16", "--out", str(trained), "--quiet"]  # fmt: skip
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "--resume" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--task", "nope", "--out", "x"], "unknown task"),
+        (["train", "--task", "sst2", "--method", "lora", "--out", "x"], "unknown method"),
+        (["train", "--task", "sst2", "--method", "prompt", "--rank", "4", "--out", "x"], "does not take"),
+        (["eval", "/nonexistent/artifact"], "not a softprompt artifact"),
+        (["info", "/nonexistent/artifact"], "not a softprompt artifact"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert message in err.lower() and "Traceback" not in err
