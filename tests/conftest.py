@@ -4,6 +4,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tiny models are latency-bound: one thread is faster than two fighting over small matmuls (and CI has 2 cores).
+# The integration tests on the real model raise this again for themselves.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -20,9 +20,16 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def smollm2():
+    import os
+
+    import torch
+
     from softprompt.models import load_backbone
 
-    return load_backbone()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)  # a 135M model is compute-bound: use every core
+    yield load_backbone()
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -90,10 +90,17 @@ class Scorer:
 
     # --- scores and losses -------------------------------------------------------------------------------------
     def label_scores(
-        self, batch: ScoringBatch, prompt: torch.Tensor | None, deep: torch.Tensor | None = None
+        self,
+        batch: ScoringBatch,
+        prompt: torch.Tensor | None,
+        deep: torch.Tensor | None = None,
+        start: tuple[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """(examples, C) label scores; softmax over them gives the label distribution."""
-        hidden = self.backbone.hidden_states(batch.encoded, prompt, deep)
+        """(examples, C) label scores; softmax over them gives the label distribution.
+
+        `start` (causal models): resume the forward pass at a layer from a precomputed hidden state."""
+        options = {} if start is None else {"start": start}
+        hidden = self.backbone.hidden_states(batch.encoded, prompt, deep, **options)
         if self.single_token:
             return self.backbone.logits(hidden[:, 0], self.label_ids).float()
         token_logp = self._target_logprobs(hidden, batch)  # (rows,)

@@ -36,10 +36,16 @@ class PromptEvaluator(Protocol):
         ...
 
     def label_scores(
-        self, examples: Sequence[Example], prompts: torch.Tensor, deep: torch.Tensor | None = None
+        self,
+        examples: Sequence[Example],
+        prompts: torch.Tensor,
+        deep: torch.Tensor | None = None,
+        shared_layers: int = 0,
     ) -> torch.Tensor:
         """(P, K, C) label scores of K examples under each of P candidate prompts.
 
         prompts: (P, n, D) input-layer prompts; deep: (L, P, n, D) per-layer additions or None.
+        shared_layers: a promise that prompts and deep[:shared_layers] are equal across candidates, which an
+        implementation may exploit (compute the lower layers once); it must not change the result.
         """
         ...

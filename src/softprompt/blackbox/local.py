@@ -55,18 +55,30 @@ class LocalEvaluator:
 
     @torch.inference_mode()
     def label_scores(
-        self, examples: Sequence[Example], prompts: torch.Tensor, deep: torch.Tensor | None = None
+        self,
+        examples: Sequence[Example],
+        prompts: torch.Tensor,
+        deep: torch.Tensor | None = None,
+        shared_layers: int = 0,
     ) -> torch.Tensor:
-        """(P, K, C) label scores; prompts (P, n, D), deep (L, P, n, D) or None."""
+        """(P, K, C) label scores; prompts (P, n, D), deep (L, P, n, D) or None.
+
+        `shared_layers` = l promises that the input prompt and deep[:l] are the same for every candidate (BBTv2 varies
+        one layer at a time): on decoder-only models the layers below l then run once, not once per candidate.
+        """
         if prompts.dim() == 2:
             prompts = prompts.unsqueeze(0)
+        device = self.backbone.device  # move once; the per-row copies below are then made on the model device
+        prompts, deep = prompts.to(device), None if deep is None else deep.to(device)
         num = prompts.shape[0]
         if deep is not None and deep.shape[1] != num:
             raise ValueError(f"deep prompts cover {deep.shape[1]} candidates, prompts {num}")
+        reuse = shared_layers > 0 and deep is not None and hasattr(self.backbone, "layer_input")
         columns = []
         for part in self._encode(examples):
             rows = len(part.encoded)  # rows of one copy of this part
             per_pass = max(1, self.chunk_size // rows)  # candidates per forward pass
+            shared = self.backbone.layer_input(part.encoded, prompts[:1], deep[:, :1], shared_layers) if reuse else None
             scores = []
             for start in range(0, num, per_pass):
                 idx = torch.arange(start, min(start + per_pass, num))
@@ -74,7 +86,8 @@ class LocalEvaluator:
                 # repeat() is candidate-major: rows [c·rows, (c+1)·rows) belong to candidate c
                 row_prompts = prompts[idx].repeat_interleave(rows, dim=0)
                 row_deep = None if deep is None else deep[:, idx].repeat_interleave(rows, dim=1)
-                out = self.scorer.label_scores(batch, row_prompts, row_deep)
+                resume_at = None if shared is None else (shared_layers, shared.repeat(len(idx), 1, 1))
+                out = self.scorer.label_scores(batch, row_prompts, row_deep, start=resume_at)
                 self.forward_passes += 1
                 scores.append(out.view(len(idx), part.num_examples, -1).cpu())
             columns.append(torch.cat(scores))

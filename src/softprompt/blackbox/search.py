@@ -297,7 +297,9 @@ def run_search(
             with timed("project_s"):
                 prompts, deep = space.candidates(es_index, torch.from_numpy(np.stack(solutions)).float())
             with timed("score_s"):
-                scores = evaluator.label_scores(train, prompts, deep)  # (P, K, C)
+                # BBTv2 varies only layer es_index: the layers below it are the same for every candidate
+                shared = es_index if config.method == "bbtv2" else 0
+                scores = evaluator.label_scores(train, prompts, deep, shared_layers=shared)  # (P, K, C)
                 losses = classification_loss(scores, labels.expand(len(solutions), -1), config.loss).mean(-1)
                 fitness = [float(v) for v in losses.double()]
             with timed("tell_s"):

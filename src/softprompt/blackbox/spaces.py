@@ -47,6 +47,7 @@ class Space:
     def commit(self, es: int, x: np.ndarray) -> None:
         raise NotImplementedError
 
+    @torch.no_grad()
     def current(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The committed solution as (1, n, D) and (L, 1, n, D) | None."""
         deep = self.prompt.deep_prompts()
@@ -59,9 +60,11 @@ class BBTSpace(Space):
     def x0(self, es: int) -> np.ndarray:
         return np.zeros(self.prompt.config.dim)
 
+    @torch.no_grad()
     def candidates(self, es: int, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.prompt.prompts(x), None
 
+    @torch.no_grad()
     def commit(self, es: int, x: np.ndarray) -> None:
         self.prompt.z.copy_(torch.from_numpy(x))
 
@@ -86,6 +89,7 @@ class BBTv2Space(Space):
             self._deep[layer] = self.prompt.layer_prompts(layer, self.prompt.z[layer : layer + 1])[0]
         self._stale.clear()
 
+    @torch.no_grad()
     def candidates(self, es: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._stale.discard(es)  # this layer is replaced by the candidates anyway
         self._refresh()
@@ -95,6 +99,7 @@ class BBTv2Space(Space):
         deep[es] = self.prompt.layer_prompts(es, x, weight)
         return self.prompt.base.expand(len(x), -1, -1), deep
 
+    @torch.no_grad()
     def commit(self, es: int, x: np.ndarray) -> None:
         self.prompt.z[es].copy_(torch.from_numpy(x))
         if self._weight is not None and self._weight[0] == es:
@@ -103,6 +108,7 @@ class BBTv2Space(Space):
             self._stale.add(es)
         self._weight = None
 
+    @torch.no_grad()
     def current(self) -> tuple[torch.Tensor, torch.Tensor]:
         self._refresh()
         return self.prompt.base.unsqueeze(0), self._deep.unsqueeze(1).clone()
@@ -131,6 +137,7 @@ class ULPTSpace(Space):
         # z ~ N(0, 1) scale; scale moves by ~10%; shift by about one embedding std (times sigma)
         return np.concatenate([np.ones(self.nr), np.full(d, 0.1), np.full(d, self.shift_std)])
 
+    @torch.no_grad()
     def candidates(self, es: int, x: torch.Tensor) -> tuple[torch.Tensor, None]:
         p, d = self.prompt, self.prompt.hidden_size
         prompts = p.projection(x[:, : self.nr].view(len(x), p.prompt_len, -1))
@@ -138,6 +145,7 @@ class ULPTSpace(Space):
             return prompts * x[:, None, self.nr : self.nr + d] + x[:, None, self.nr + d :], None
         return prompts * p.scale + p.shift, None
 
+    @torch.no_grad()
     def commit(self, es: int, x: np.ndarray) -> None:
         x_t, p, d = torch.from_numpy(x).float(), self.prompt, self.prompt.hidden_size
         p.z.copy_(x_t[: self.nr].view_as(p.z))
@@ -146,13 +154,14 @@ class ULPTSpace(Space):
             p.shift.copy_(x_t[self.nr + d :])
 
 
-def make_space(prompt: SoftPrompt, config: BlackBoxConfig, embedding_std: float) -> Space:
+def make_space(prompt: SoftPrompt, config: BlackBoxConfig, shift_std: float = 0.0) -> Space:
+    """The search space for a prompt module; `shift_std`: ULPT shift step multiplier (the embedding std)."""
     if isinstance(prompt, BBTv2):
         return BBTv2Space(prompt)
     if isinstance(prompt, BBT):
         return BBTSpace(prompt)
     if isinstance(prompt, ULPT):
-        return ULPTSpace(prompt, config.search_scale_shift, embedding_std)
+        return ULPTSpace(prompt, config.search_scale_shift, shift_std)
     raise ValueError(f"no black-box search space for {type(prompt).__name__}")
 
 

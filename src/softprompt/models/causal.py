@@ -6,12 +6,17 @@ position ids contiguous for the real tokens, and the answer is read at the last 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from softprompt.models.backbone import Backbone, EncodedBatch, gather_positions, pad_2d
+
+
+class _Captured(Exception):
+    """Stops a forward pass once the wanted layer input has been seen."""
 
 
 def find_layer_stack(model: nn.Module) -> nn.ModuleList:
@@ -49,7 +54,10 @@ class CausalLMBackbone(Backbone):
         batch: EncodedBatch,
         prompt: torch.Tensor | None = None,
         deep: torch.Tensor | None = None,
+        start: tuple[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """`start=(l, h)`: h (B, n+T, D) is the hidden state entering layer l (see `layer_input`); layers below l are
+        skipped. BBTv2 varies one layer's prompt per generation, so everything below it is shared by all candidates."""
         embeds = self.embed(batch.input_ids)
         mask = batch.attention_mask.to(self.device)
         size, n = embeds.shape[0], 0
@@ -60,9 +68,46 @@ class CausalLMBackbone(Backbone):
             mask = torch.cat([mask.new_ones(size, n), mask], dim=1)
         elif deep is not None:
             raise ValueError("a deep prompt needs an input prompt to mark its positions")
-        with self._deep_prompt_hooks(deep, start=0, batch_size=size):
+        with self._deep_prompt_hooks(deep, start=0, batch_size=size), self._skip_layers(start):
             out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         return gather_positions(out.last_hidden_state, batch.score_index.to(self.device) + n)
+
+    @torch.inference_mode()
+    def layer_input(
+        self, batch: EncodedBatch, prompt: torch.Tensor, deep: torch.Tensor | None, layer: int
+    ) -> torch.Tensor:
+        """The hidden state entering `layer` (before deep[layer] is added), without running the layers above it."""
+        captured: list[torch.Tensor] = []
+
+        def grab(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            captured.append(args[0] if args else kwargs["hidden_states"])
+            raise _Captured
+
+        # registered before the deep-prompt hooks, so it sees the input before deep[layer] is added
+        handle = self.layers[layer].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            self.hidden_states(batch, prompt, deep)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        return captured[0]
+
+    @contextmanager
+    def _skip_layers(self, start: tuple[int, torch.Tensor] | None) -> Iterator[None]:
+        """Replace layers [0, l) by a stand-in that hands layer l the precomputed hidden state."""
+        if start is None or start[0] == 0:
+            yield
+            return
+        layer, hidden = start
+        skipped = list(self.layers[:layer])
+        for module in skipped:
+            module.forward = lambda *args, **kwargs: hidden  # instance attribute shadows the class method
+        try:
+            yield
+        finally:
+            for module in skipped:
+                del module.forward
 
     @torch.no_grad()
     def generate(self, texts: Sequence[str], prompt: torch.Tensor | None, max_new_tokens: int = 32) -> list[str]:

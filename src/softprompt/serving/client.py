@@ -103,7 +103,11 @@ class RemoteEvaluator:
         return [float(s) for s in self._json("POST", "/v1/hidden_state_stds", content=encode(tensors))["stds"]]
 
     def label_scores(
-        self, examples: Sequence[Example], prompts: torch.Tensor, deep: torch.Tensor | None = None
+        self,
+        examples: Sequence[Example],
+        prompts: torch.Tensor,
+        deep: torch.Tensor | None = None,
+        shared_layers: int = 0,  # a hint the endpoint does not use yet: every call runs all layers
     ) -> torch.Tensor:
         if prompts.dim() == 2:
             prompts = prompts.unsqueeze(0)
