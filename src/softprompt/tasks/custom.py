@@ -99,6 +99,11 @@ class CustomTaskSpec:
         unknown = sorted(set(d) - known)
         if unknown:
             raise DataError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        d = dict(d)
+        if isinstance(d.get("verbalizer"), dict):  # YAML reads `1: " World"` with an int key; labels are text
+            d["verbalizer"] = {str(k): str(v) for k, v in d["verbalizer"].items()}
+        if isinstance(d.get("metrics"), str):
+            d["metrics"] = [d["metrics"]]
         return cls(**d)
 
 
