@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from softprompt.cli.common import add_data_args, add_model_args, resolve_task, subset
+from softprompt.cli.common import add_data_args, add_model_args, backbone_from_args, resolve_task, subset
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -71,10 +71,9 @@ def run(args: argparse.Namespace) -> int:
         evaluator = RemoteEvaluator(args.endpoint, task)
     else:
         from softprompt.blackbox.local import LocalEvaluator
-        from softprompt.models import load_backbone
         from softprompt.scoring import Scorer
 
-        backbone = load_backbone(args.model, max_length=args.max_length)
+        backbone = backbone_from_args(args)
         evaluator = LocalEvaluator(Scorer(backbone, task), chunk_size=args.chunk_size)
     model = evaluator.describe()
     print(

@@ -7,6 +7,7 @@ import argparse
 from softprompt.cli.common import (
     add_data_args,
     add_model_args,
+    backbone_from_args,
     custom_spec,
     eval_examples,
     resolve_task,
@@ -29,9 +30,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from softprompt.api import load
+    from softprompt.artifact import read_metadata
     from softprompt.cli import print_json
     from softprompt.evaluation import evaluate
-    from softprompt.models import DEFAULT_MODEL, load_backbone
     from softprompt.scoring import Scorer
 
     if args.zero_shot:
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--zero-shot takes --task (or --data with its columns) and no artifact folder")
         task = resolve_task(args)
         examples = subset(eval_examples(args, task, args.split), args.limit)
-        backbone = load_backbone(args.model or DEFAULT_MODEL, max_length=args.max_length)
+        backbone = backbone_from_args(args)
         scorer = Scorer(backbone, task)
         warn_truncated(scorer, {args.data or args.split: examples})
         metrics = evaluate(scorer, examples, None, args.batch_size, progress=True)
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.dir:
         raise ValueError("name an artifact folder (or use --zero-shot)")
-    tuned = load(args.dir, model=args.model, task=args.task)
+    model = backbone_from_args(args, default=read_metadata(args.dir)["model"]["name"])
+    tuned = load(args.dir, model=model, task=args.task)
     examples = subset(eval_examples(args, tuned.task, args.split), args.limit)
     warn_truncated(tuned.scorer, {args.data or args.split: examples})
     metrics = evaluate(tuned.scorer, examples, tuned.artifact.prompt, args.batch_size, progress=True)

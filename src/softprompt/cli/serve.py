@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from softprompt.cli.common import add_model_args
+from softprompt.cli.common import add_model_args, backbone_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -26,12 +26,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from softprompt.models import load_backbone
     from softprompt.serving.server import Limits, create_app
 
     if args.chunk_rows < 1 or args.max_rows < 1:
         raise ValueError("--chunk-rows and --max-rows must be positive")
-    backbone = load_backbone(args.model, max_length=args.max_length)
+    backbone = backbone_from_args(args)
     app = create_app(backbone, Limits(max_rows=args.max_rows, chunk_rows=args.chunk_rows))
     print(
         f"serving {backbone.name} (D={backbone.hidden_size}, {backbone.num_layers} layers, "

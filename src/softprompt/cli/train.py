@@ -9,6 +9,7 @@ from softprompt.cli.common import (
     add_data_args,
     add_limit_args,
     add_model_args,
+    backbone_from_args,
     load_splits,
     resolve_task,
     warn_truncated,
@@ -51,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
     from softprompt.api import make_prompt_config, new_prompt
     from softprompt.cli import print_json
     from softprompt.evaluation import evaluate
-    from softprompt.models import load_backbone
     from softprompt.scoring import Scorer
     from softprompt.training.trainer import TrainConfig, train_prompt
 
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     train, validation, test, data_record = load_splits(args, task)
-    backbone = load_backbone(args.model, max_length=args.max_length)
+    backbone = backbone_from_args(args)
     scorer = Scorer(backbone, task)
     warn_truncated(scorer, {"train": train, "validation": validation, "test": test})
     prompt = new_prompt(prompt_config, backbone, seed=args.seed)
