@@ -96,7 +96,8 @@ def write_results(
         f"Command: `{command}`",
         "",
         f"Date: {date}. Machine: {machine.get('cpu_model')}, {machine.get('cpus_usable')} usable CPUs, "
-        f"{machine.get('torch_threads')} torch threads. {versions}.",
+        f"torch threads: {machine.get('torch_threads')}. {versions}.",
+        "",
         "",
     ]
     md_path = results_dir / f"{name}.md"

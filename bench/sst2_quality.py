@@ -35,14 +35,16 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=os.environ.get("SOFTPROMPT_DATA_DIR", "../shared/data"))
     p.add_argument("--model", default="smollm2-135m-instruct", help="model name/path, or 'tiny' for a smoke run")
-    p.add_argument("--prompt-len", type=int, default=20)
-    p.add_argument("--steps", type=int, default=200)
+    # n=128: the smallest round length at which ULPT r=2 has ≤ 2% of PT's parameters when D=576 (1,408 vs 73,728)
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--steps", type=int, default=120)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--eval-every", type=int, default=50)
-    p.add_argument("--max-eval-examples", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=40)
+    p.add_argument("--max-eval-examples", type=int, default=150)
     p.add_argument("--max-test-examples", type=int, help="default: all 872")
-    p.add_argument("--lr-prompt", type=float, default=3e-3, help="peak lr for vanilla prompt tuning")
-    p.add_argument("--lr-ulpt", type=float, default=1e-2, help="peak lr for ULPT")
+    p.add_argument("--lr-prompt", type=float, default=1e-2, help="peak lr for vanilla prompt tuning")
+    p.add_argument("--lr-ulpt", type=float, default=3e-2, help="peak lr for ULPT")
+    p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16"], help="frozen weights' dtype")
     p.add_argument("--ranks", type=int, nargs="+", default=[2, 64])
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -57,7 +59,9 @@ def main() -> None:
     else:
         from softprompt.models import load_backbone
 
-        backbone, name = load_backbone(args.model), "sst2_quality"
+        import torch
+
+        backbone, name = load_backbone(args.model, dtype=getattr(torch, args.dtype)), "sst2_quality"
     task = get_task("sst2")
     train = task.load("train", args.data_dir)
     validation = subset(task.load("validation", args.data_dir), args.max_eval_examples, args.seed)
@@ -123,7 +127,8 @@ def main() -> None:
                    f"{'met' if met else 'NOT met'} — {100 * ulpt2['accuracy_vs_pt']:.1f}% of the accuracy with "
                    f"{100 * ulpt2['params_vs_pt']:.2f}% of the parameters.")  # fmt: skip
     setup = (
-        f"SST-2, {backbone.name}, prompt length {args.prompt_len}, {args.steps} steps × batch {args.batch_size}, "
+        f"SST-2, {backbone.name} ({args.dtype}), prompt length {args.prompt_len}, "
+        f"{args.steps} steps × batch {args.batch_size}, "
         f"validation subset {len(validation)} (best step), test {len(test)} sentences (GLUE dev).\n\n"
     )
     results = {"settings": vars(args), "rows": rows}
