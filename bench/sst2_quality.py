@@ -57,9 +57,9 @@ def main() -> None:
 
         backbone, name = tiny_backbone(), "sst2_quality_tiny"
     else:
-        from softprompt.models import load_backbone
-
         import torch
+
+        from softprompt.models import load_backbone
 
         backbone, name = load_backbone(args.model, dtype=getattr(torch, args.dtype)), "sst2_quality"
     task = get_task("sst2")
