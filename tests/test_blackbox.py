@@ -17,10 +17,10 @@ from synthetic import learnable_backbone, synthetic_examples, synthetic_task
 
 from softprompt.artifact import PromptArtifact
 from softprompt.blackbox.local import LocalEvaluator
-from softprompt.blackbox.prompts import BBT, BBTv2, derived_seed, projection_std
 from softprompt.blackbox.search import BlackBoxConfig, run_search, schedule
 from softprompt.blackbox.spaces import create_prompt, make_space
 from softprompt.evaluation import evaluate
+from softprompt.prompts.bbt import BBT, BBTv2, derived_seed, projection_std
 from softprompt.prompts.ulpt import ULPT
 from softprompt.scoring import Scorer, classification_loss
 from softprompt.tasks.base import Example, Task

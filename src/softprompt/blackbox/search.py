@@ -37,10 +37,10 @@ from tqdm.auto import tqdm
 from softprompt.artifact import PromptArtifact
 from softprompt.blackbox.cmaes import new_es, single_threaded_numpy_blas
 from softprompt.blackbox.evaluator import PromptEvaluator
-from softprompt.blackbox.prompts import BBTv2
 from softprompt.blackbox.spaces import create_prompt, make_space
 from softprompt.prompts import build_prompt, config_from_dict
 from softprompt.prompts.base import SoftPrompt
+from softprompt.prompts.bbt import BBTv2
 from softprompt.scoring import classification_loss
 from softprompt.tasks.base import Example, Task
 from softprompt.tasks.metrics import compute_metrics

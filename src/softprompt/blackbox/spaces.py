@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from softprompt.blackbox.evaluator import PromptEvaluator
-from softprompt.blackbox.prompts import BBT, BBTConfig, BBTv2, BBTv2Config, normal_base, projection_std
 from softprompt.prompts.base import SoftPrompt
+from softprompt.prompts.bbt import BBT, BBTConfig, BBTv2, BBTv2Config, normal_base, projection_std
 from softprompt.prompts.ulpt import ULPT, ULPTConfig
 from softprompt.tasks.base import Example
 

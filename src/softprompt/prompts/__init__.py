@@ -5,18 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from softprompt.prompts.base import PromptConfig, SoftPrompt
+from softprompt.prompts.bbt import BBT, BBTConfig, BBTv2, BBTv2Config
 from softprompt.prompts.ulpt import ULPT, ULPTConfig
 from softprompt.prompts.vanilla import PromptTuning, PromptTuningConfig
 
-# method name -> (config class, module class). Other parametrisations register here.
+# method name -> (config class, module class): how an artifact's "method" becomes a module again.
 REGISTRY: dict[str, tuple[type[PromptConfig], type[SoftPrompt]]] = {
     "prompt": (PromptTuningConfig, PromptTuning),
     "ulpt": (ULPTConfig, ULPT),
+    "bbt": (BBTConfig, BBT),
+    "bbtv2": (BBTv2Config, BBTv2),
 }
-
-
-def register(config_class: type[PromptConfig], module_class: type[SoftPrompt]) -> None:
-    REGISTRY[config_class.method] = (config_class, module_class)
 
 
 def config_from_dict(d: dict[str, Any]) -> PromptConfig:
@@ -34,10 +33,11 @@ def build_prompt(config: PromptConfig, hidden_size: int) -> SoftPrompt:
     return REGISTRY[config.method][1](config, hidden_size)
 
 
-# Black-box parametrisations (BBT, BBTv2) register themselves; imported here so artifacts load by method name.
-import softprompt.blackbox.prompts  # noqa: E402, F401
-
 __all__ = [
+    "BBT",
+    "BBTConfig",
+    "BBTv2",
+    "BBTv2Config",
     "PromptConfig",
     "SoftPrompt",
     "PromptTuning",
@@ -47,5 +47,4 @@ __all__ = [
     "REGISTRY",
     "build_prompt",
     "config_from_dict",
-    "register",
 ]

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from softprompt.projection import ProjectionSpec, SeededProjection, generate
-from softprompt.prompts import register
 from softprompt.prompts.base import PromptConfig, SoftPrompt
 from softprompt.prompts.vanilla import sample_vocab_embeddings
 
@@ -197,7 +196,3 @@ class BBTv2(SoftPrompt):
         if not torch.is_grad_enabled():
             self._deep = (key, deep)
         return deep
-
-
-register(BBTConfig, BBT)
-register(BBTv2Config, BBTv2)
