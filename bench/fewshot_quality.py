@@ -59,18 +59,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-size", type=int, default=64, help="rows per forward pass in black-box scoring")
     p.add_argument("--grad-steps", type=int, default=100, help="gradient ULPT: AdamW steps")
     p.add_argument("--grad-batch", type=int, default=8)
-    p.add_argument("--grad-lr", type=float, default=1e-2, help="gradient ULPT learning rate (CLI default)")
+    p.add_argument("--grad-lr", type=float, default=3e-2, help="gradient ULPT learning rate (CLI default)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="frozen weights' dtype")
     p.add_argument("--name", help="results file stem (default: fewshot_quality_<model>)")
     return p.parse_args(argv)
 
 
-def load_model(name: str) -> Backbone:
+def load_model(name: str, dtype: str = "float32") -> Backbone:
     if name == "tiny":
         from softprompt.testing import tiny_backbone
 
         return tiny_backbone()
-    return load_backbone(name)
+    return load_backbone(name, dtype=getattr(torch, dtype))
 
 
 def splits(task: Task, args: argparse.Namespace, seed: int) -> tuple[list[Example], list[Example], list[Example]]:
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    backbone = load_model(args.model)
+    backbone = load_model(args.model, args.dtype)
     if "bbtv2" in args.methods:  # fail before spending anything: BBTv2 needs at least one full round
         from softprompt.blackbox.search import schedule
 
@@ -197,7 +198,8 @@ def report(runs: list[dict[str, Any]], args: argparse.Namespace, backbone: Backb
         rows.append([method, *cells, used, f"{statistics.mean(r['seconds'] for r in mine):.1f}"])
     markdown = "\n\n".join(
         [
-            f"Model {backbone.name}; {args.shots}-shot train and dev per label from the train split; test: "
+            f"Model {backbone.name} ({args.dtype}); {args.shots}-shot train and dev per label from the train split; "
+            f"test: "
             f"{args.max_test_examples or 'all'} examples of the test split; seeds {args.seeds}; black-box budget "
             f"{args.budget} calls (popsize {args.popsize}, d={args.dim}), n={args.prompt_len}, ULPT rank "
             f"{args.rank}; gradient ULPT {args.grad_steps} steps × batch {args.grad_batch}, lr {args.grad_lr}. "
