@@ -73,12 +73,15 @@ class LocalEvaluator:
         num = prompts.shape[0]
         if deep is not None and deep.shape[1] != num:
             raise ValueError(f"deep prompts cover {deep.shape[1]} candidates, prompts {num}")
-        reuse = shared_layers > 0 and deep is not None and hasattr(self.backbone, "layer_input")
+        reuse = shared_layers > 0 and deep is not None and self.backbone.can_start_at_layer
         columns = []
         for part in self._encode(examples):
             rows = len(part.encoded)  # rows of one copy of this part
             per_pass = max(1, self.chunk_size // rows)  # candidates per forward pass
-            shared = self.backbone.layer_input(part.encoded, prompts[:1], deep[:, :1], shared_layers) if reuse else None
+            shared = None
+            if reuse:  # the input of layer `shared_layers`, once, with candidate 0's (shared) lower prompts
+                inputs = self.backbone.layer_inputs(part.encoded, prompts[:1], deep[:, :1], layers=[shared_layers])
+                shared = inputs[shared_layers]
             scores = []
             for start in range(0, num, per_pass):
                 idx = torch.arange(start, min(start + per_pass, num))

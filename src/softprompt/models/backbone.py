@@ -27,6 +27,10 @@ import torch
 from torch import nn
 
 
+class _StopForward(Exception):
+    """Ends a forward pass early once the wanted layer inputs have been seen."""
+
+
 @dataclass
 class EncodedBatch:
     input_ids: torch.Tensor  # (B, T), right-padded
@@ -44,6 +48,7 @@ class Backbone:
     """A frozen model plus tokenizer. The model never receives gradients and stays in eval mode."""
 
     kind: ClassVar[str] = ""
+    can_start_at_layer: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, tokenizer: Any, name: str, max_length: int = 256) -> None:
         self.model = model.eval()
@@ -140,6 +145,41 @@ class Backbone:
         if cap:
             out = torch.tanh(out / cap) * cap
         return out
+
+    @torch.inference_mode()
+    def layer_inputs(
+        self,
+        batch: EncodedBatch,
+        prompt: torch.Tensor | None = None,
+        deep: torch.Tensor | None = None,
+        layers: Sequence[int] | None = None,
+    ) -> dict[int, torch.Tensor]:
+        """Hidden states entering each of `layers` (default all; before deep[l] is added). The forward pass stops
+        after the last requested layer, so asking for low layers costs only those layers."""
+        wanted = sorted(set(range(self.num_layers) if layers is None else layers))
+        captured: dict[int, torch.Tensor] = {}
+
+        def hook_for(i: int):  # noqa: ANN202 - torch hook signature
+            def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+                if i in captured:
+                    raise RuntimeError(f"layer {i} ran twice in one forward pass; cannot read its input")
+                captured[i] = args[0] if args else kwargs["hidden_states"]
+                if i == wanted[-1]:
+                    raise _StopForward
+
+            return hook
+
+        # registered before the deep-prompt hooks, so each sees its layer's input before deep[l] is added
+        stack = self.layers
+        handles = [stack[i].register_forward_pre_hook(hook_for(i), with_kwargs=True) for i in wanted]
+        try:
+            self.hidden_states(batch, prompt, deep)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return captured
 
     # --- shared plumbing ---------------------------------------------------------------------------------------
     def _truncate(self, ids: list[int], reserve: int) -> tuple[list[int], bool]:

@@ -15,10 +15,6 @@ from torch import nn
 from softprompt.models.backbone import Backbone, EncodedBatch, gather_positions, pad_2d
 
 
-class _Captured(Exception):
-    """Stops a forward pass once the wanted layer input has been seen."""
-
-
 def find_layer_stack(model: nn.Module) -> nn.ModuleList:
     """The transformer blocks of a decoder: the ModuleList whose length is the configured layer count."""
     n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
@@ -30,6 +26,7 @@ def find_layer_stack(model: nn.Module) -> nn.ModuleList:
 
 class CausalLMBackbone(Backbone):
     kind = "causal"
+    can_start_at_layer = True  # hidden_states(start=...) skips the layers below a precomputed input
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -56,8 +53,9 @@ class CausalLMBackbone(Backbone):
         deep: torch.Tensor | None = None,
         start: tuple[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """`start=(l, h)`: h (B, n+T, D) is the hidden state entering layer l (see `layer_input`); layers below l are
-        skipped. BBTv2 varies one layer's prompt per generation, so everything below it is shared by all candidates."""
+        """`start=(l, h)`: h (B, n+T, D) is the hidden state entering layer l (from `Backbone.layer_inputs`), and the
+        layers below l are skipped. BBTv2 varies one layer's prompt per generation, so everything below it is shared
+        by all candidates."""
         embeds = self.embed(batch.input_ids)
         mask = batch.attention_mask.to(self.device)
         size, n = embeds.shape[0], 0
@@ -71,27 +69,6 @@ class CausalLMBackbone(Backbone):
         with self._deep_prompt_hooks(deep, start=0, batch_size=size), self._skip_layers(start):
             out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
         return gather_positions(out.last_hidden_state, batch.score_index.to(self.device) + n)
-
-    @torch.inference_mode()
-    def layer_input(
-        self, batch: EncodedBatch, prompt: torch.Tensor, deep: torch.Tensor | None, layer: int
-    ) -> torch.Tensor:
-        """The hidden state entering `layer` (before deep[layer] is added), without running the layers above it."""
-        captured: list[torch.Tensor] = []
-
-        def grab(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            captured.append(args[0] if args else kwargs["hidden_states"])
-            raise _Captured
-
-        # registered before the deep-prompt hooks, so it sees the input before deep[layer] is added
-        handle = self.layers[layer].register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            self.hidden_states(batch, prompt, deep)
-        except _Captured:
-            pass
-        finally:
-            handle.remove()
-        return captured[0]
 
     @contextmanager
     def _skip_layers(self, start: tuple[int, torch.Tensor] | None) -> Iterator[None]:

@@ -10,11 +10,7 @@ hidden states 5 rounds of clipping to μ ± 3σ over the real (non-padding) posi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
-from torch import nn
 
 from softprompt.models.backbone import Backbone, EncodedBatch
 
@@ -71,40 +67,19 @@ def embedding_std(backbone: Backbone) -> float:
     return float(backbone.word_embeddings.weight.double().std(correction=0))
 
 
-@contextmanager
-def _capture_layer_inputs(layers: list[nn.Module], store: list[list[torch.Tensor]]) -> Iterator[None]:
-    def hook_for(i: int):  # noqa: ANN202 - torch hook signature
-        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            store[i].append((args[0] if args else kwargs["hidden_states"]).detach())
-
-        return hook
-
-    handles = [layer.register_forward_pre_hook(hook_for(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 @torch.inference_mode()
 def hidden_state_stds(
     backbone: Backbone, batch: EncodedBatch, prompt: torch.Tensor, chunk_rows: int = 64
 ) -> list[float]:
     """Per layer l: clipped std of the hidden states entering layer l (index 0: the input embeddings)."""
     prompt = prompt.reshape(1, -1, backbone.hidden_size)
-    layers = list(backbone.layers)
-    real: list[list[torch.Tensor]] = [[] for _ in layers]
+    real: list[list[torch.Tensor]] = [[] for _ in range(backbone.num_layers)]
     for start in range(0, len(batch), chunk_rows):
         sub = select_rows(batch, torch.arange(start, min(start + chunk_rows, len(batch))))
-        store: list[list[torch.Tensor]] = [[] for _ in layers]
-        with _capture_layer_inputs(layers, store):
-            backbone.hidden_states(sub, prompt)
+        inputs = backbone.layer_inputs(sub, prompt)
         # Every adapter inserts the prompt at or after the first token, which is always real, so [ones(n); mask]
         # marks exactly the real positions of the sequence the layers see.
         mask = torch.cat([sub.attention_mask.new_ones(len(sub), prompt.shape[1]), sub.attention_mask], dim=1).bool()
-        for i, calls in enumerate(store):
-            if len(calls) != 1:
-                raise RuntimeError(f"layer {i} ran {len(calls)} times in one forward pass; cannot read its input")
-            real[i].append(calls[0][mask.to(calls[0].device)].float().cpu())
+        for i, hidden in inputs.items():
+            real[i].append(hidden[mask.to(hidden.device)].float().cpu())
     return [clipped_std(torch.cat(parts)) for parts in real]
