@@ -31,23 +31,6 @@ def synthetic_examples(n: int, seed: int) -> list[Example]:
 
 def learnable_backbone(seed: int = 0):
     """A tiny random Llama whose larger init scale lets a 4-vector prompt steer it (0.02 init barely can)."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from softprompt.testing import tiny_backbone
 
-    from softprompt.models.causal import CausalLMBackbone
-    from softprompt.testing import tiny_tokenizer
-
-    tok = tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        initializer_range=0.5,
-        tie_word_embeddings=True,
-        pad_token_id=0,
-    )
-    torch.manual_seed(seed)
-    return CausalLMBackbone(AutoModelForCausalLM.from_config(config), tok, name="tiny-learnable")
+    return tiny_backbone("llama", seed=seed, init_scale=0.5)

@@ -30,8 +30,18 @@ def tiny_tokenizer(extra_words: tuple[str, ...] = ()):  # noqa: ANN201 - transfo
     )
 
 
-def tiny_causal_lm(arch: str = "llama", vocab_size: int = 128, hidden: int = 32, layers: int = 2, seed: int = 0):  # noqa: ANN201
-    """A randomly initialised decoder-only LM of a real architecture (llama or gemma3)."""
+def tiny_causal_lm(  # noqa: ANN201
+    arch: str = "llama",
+    vocab_size: int = 128,
+    hidden: int = 32,
+    layers: int = 2,
+    seed: int = 0,
+    init_scale: float = 0.02,
+):
+    """A randomly initialised decoder-only LM of a real architecture (llama or gemma3).
+
+    `init_scale` is the weights' init std; at 0.5 a few prompt vectors can steer the model, so tests can check that
+    tuning learns (at the usual 0.02 the outputs barely depend on the input)."""
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, LlamaConfig
 
     common = dict(
@@ -45,6 +55,7 @@ def tiny_causal_lm(arch: str = "llama", vocab_size: int = 128, hidden: int = 32,
         pad_token_id=0,
         bos_token_id=2,
         eos_token_id=3,
+        initializer_range=init_scale,
     )
     if arch == "llama":
         config = LlamaConfig(**common, tie_word_embeddings=True)
@@ -95,7 +106,7 @@ def tiny_masked_lm(vocab_size: int = 128, seed: int = 0):  # noqa: ANN201
     return AutoModelForMaskedLM.from_config(config, dtype=torch.float32)
 
 
-def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64):  # noqa: ANN201
+def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64, init_scale: float = 0.02):  # noqa: ANN201
     """A tiny backbone of any adapter kind: llama/gemma3 (causal), t5 (seq2seq) or roberta (masked LM)."""
     tok = tiny_tokenizer()
     if arch == "t5":
@@ -108,5 +119,5 @@ def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64):  # 
         return MaskedLMBackbone(tiny_masked_lm(len(tok), seed), tok, name="tiny-roberta", max_length=max_length)
     from softprompt.models.causal import CausalLMBackbone
 
-    model = tiny_causal_lm(arch, vocab_size=len(tok), seed=seed)
+    model = tiny_causal_lm(arch, vocab_size=len(tok), seed=seed, init_scale=init_scale)
     return CausalLMBackbone(model, tok, name=f"tiny-{arch}", max_length=max_length)
