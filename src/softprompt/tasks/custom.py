@@ -15,11 +15,8 @@ are `DataWarning`s; the CLI prints them.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import functools
 import hashlib
-import io
 import json
 import os
 import string
@@ -32,6 +29,7 @@ from typing import Any
 from softprompt.tasks.base import SPLITS, DataError, Example, Task
 from softprompt.tasks.fewshot import split_off
 from softprompt.tasks.metrics import ALIASES
+from softprompt.tasks.readers import USER_ENCODINGS, Table, decode, location, parse_delimited, parse_jsonl
 
 PathLike = str | os.PathLike[str]
 
@@ -166,88 +164,7 @@ class DataFile:
     sha256: str = ""
 
 
-def _loc(name: str, line: int | None, row: int) -> str:
-    return f"{name}:{line} (row {row})" if line is not None else f"{name} (row {row})"
-
-
-def decode(data: bytes, name: str, encoding: str | None = None) -> tuple[str, str]:
-    """The text and the codec that decoded it: utf-8 (utf-8-sig with a BOM), else cp1252, else latin-1.
-
-    A fallback is a `DataWarning` naming the first bad byte; latin-1 maps every byte, so decoding cannot fail.
-    """
-    if encoding:
-        try:
-            return data.decode(encoding), encoding
-        except (UnicodeDecodeError, LookupError) as e:
-            raise DataError(f"{name}: cannot decode as {encoding}: {e}") from None
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16"), "utf-16"
-    first = ("utf-8-sig",) if data.startswith(codecs.BOM_UTF8) else ("utf-8",)
-    error: UnicodeDecodeError | None = None
-    for codec in (*first, "cp1252", "latin-1"):
-        try:
-            text = data.decode(codec)
-        except UnicodeDecodeError as e:
-            error = error or e
-            continue
-        if error is not None:
-            line = data.count(b"\n", 0, error.start) + 1
-            warnings.warn(
-                f"{name}:{line}: not valid UTF-8 (byte 0x{data[error.start]:02x}); decoded the file as {codec} "
-                "-- check that accented characters look right, or set `encoding` in the task file",
-                DataWarning,
-                stacklevel=2,
-            )
-        return text, codec
-    raise AssertionError("latin-1 decodes any bytes")
-
-
-def _parse_delimited(text: str, name: str, fmt: str) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
-    # CSV: RFC 4180 quoting. TSV: GLUE style, no quoting, so a quote character is ordinary text.
-    tsv = fmt == "tsv"
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if tsv else ",",
-                        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL, strict=not tsv)  # fmt: skip
-    header: list[str] | None = None
-    rows: list[tuple[str, dict[str, Any]]] = []
-    while True:
-        line = reader.line_num + 1  # a row's location is the line it starts on
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            raise DataError(f"{name}:{line}: malformed {fmt.upper()}: {e}") from None
-        if not values:
-            continue  # blank line
-        if header is None:
-            header = [h.strip() for h in values]
-            continue
-        loc = _loc(name, line, len(rows) + 1)
-        if len(values) != len(header):
-            raise DataError(f"{loc}: expected {len(header)} fields ({', '.join(header)}), got {len(values)}")
-        rows.append((loc, dict(zip(header, values, strict=True))))
-    if header is None:
-        raise DataError(f"{name}: empty file, expected a header line with the column names")
-    return header, rows
-
-
-def _parse_jsonl(text: str, name: str) -> list[tuple[str, dict[str, Any]]]:
-    rows = []
-    for i, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        loc = _loc(name, i, len(rows) + 1)
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{loc}: invalid JSON: {e.msg} (character {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{loc}: expected a JSON object, got {type(obj).__name__}")
-        rows.append((loc, obj))
-    return rows
-
-
-def _read_parquet(path: Path, name: str) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+def _read_parquet(path: Path, name: str) -> Table:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -265,7 +182,22 @@ def _read_parquet(path: Path, name: str) -> tuple[list[str], list[tuple[str, dic
                 f"{name}: reading Parquet needs pyarrow: pip install pyarrow (or convert the file to CSV or JSONL)"
             ) from e
         records, columns = frame.to_dict("records"), [str(c) for c in frame.columns]
-    return columns, [(_loc(name, None, i), rec) for i, rec in enumerate(records, 1)]
+    return Table(name, "parquet", [(location(name, None, i), rec) for i, rec in enumerate(records, 1)], columns)
+
+
+def _parse_text(data: bytes, name: str, fmt: str, encoding: str | None) -> Table:
+    """A CSV, TSV or JSONL file by the shared readers; a fallback encoding is a `DataWarning`."""
+    text = decode(data, name, (encoding,) if encoding else USER_ENCODINGS)
+    if text.fallback:
+        warnings.warn(
+            f"{text.fallback}; decoded the file as {text.encoding} "
+            "-- check that accented characters look right, or set `encoding` in the task file",
+            DataWarning,
+            stacklevel=2,
+        )
+    if fmt == "jsonl":
+        return parse_jsonl(text, row_numbers=True)
+    return parse_delimited(text, fmt, row_numbers=True)  # the header line is required
 
 
 def read_file(path: PathLike, fmt: str | None = None, encoding: str | None = None) -> DataFile:
@@ -280,15 +212,9 @@ def read_file(path: PathLike, fmt: str | None = None, encoding: str | None = Non
             f"{', '.join(FORMATS)} (or set `format` in the task file)"
         )
     data = path.read_bytes()
+    table = _read_parquet(path, name) if fmt == "parquet" else _parse_text(data, name, fmt, encoding)
     digest = hashlib.sha256(data).hexdigest()[:16]
-    if fmt == "parquet":
-        columns, rows = _read_parquet(path, name)
-        return DataFile(name, str(path.resolve()), fmt, "parquet", columns, rows, digest)
-    text, used = decode(data, name, encoding)
-    if fmt == "jsonl":
-        return DataFile(name, str(path.resolve()), fmt, used, None, _parse_jsonl(text, name), digest)
-    columns, rows = _parse_delimited(text, name, fmt)
-    return DataFile(name, str(path.resolve()), fmt, used, columns, rows, digest)
+    return DataFile(name, str(path.resolve()), fmt, table.encoding, table.columns, table.rows, digest)
 
 
 # ---------------------------------------------------------------- rows -> examples
