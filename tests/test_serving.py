@@ -89,6 +89,19 @@ def test_remote_label_scores_match_local(arch: str, task: Task, llama: Backbone)
         torch.testing.assert_close(got, local_scores(bb, task, prompts, d), atol=1e-5, rtol=1e-5)
 
 
+def test_population_larger_than_one_request_is_split(llama: Backbone) -> None:
+    prompts, deep = candidates(llama)
+    one_candidate = 4 * prompts[0].numel() * (1 + deep.shape[0])
+    # room for about two candidates per request: the population needs several requests, with identical scores
+    evaluator = remote(llama, SINGLE, max_request_bytes=2 * one_candidate + 4 * len(EXAMPLES) * 1024 + 2**16 + 100)
+    requests = []
+    original = evaluator._binary
+    evaluator._binary = lambda *a, **k: requests.append(1) or original(*a, **k)
+    got = evaluator.label_scores(EXAMPLES, prompts, deep)
+    assert len(requests) == -(-P // 2) > 1
+    torch.testing.assert_close(got, local_scores(llama, SINGLE, prompts, deep), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("task", [SINGLE, MULTI], ids=["single-token", "multi-token"])
 def test_remote_matches_local_evaluator(llama: Backbone, task: Task) -> None:
     local_mod = pytest.importorskip("softprompt.blackbox.local")

@@ -117,16 +117,28 @@ class RemoteEvaluator:
             token_ids = torch.tensor([ids[0] for ids in label_tokens])
         else:
             token_ids = torch.tensor(sorted({t for ids in label_tokens for t in ids}))
-        tensors = {**enc.tensors, "token_ids": token_ids, "prompts": prompts.detach().float()}
-        if deep is not None:
-            tensors["deep"] = deep.detach().float()
         meta = {"output": "logits" if single else "logprobs"}
-        scores = self._binary("/v1/scores", encode(tensors, meta))  # (P, rows, S, C)
+        parts = []
+        for group in self._request_groups(prompts, deep, rows=len(enc.tensors["input_ids"])):
+            tensors = {**enc.tensors, "token_ids": token_ids, "prompts": prompts[group].detach().float()}
+            if deep is not None:
+                tensors["deep"] = deep[:, group].detach().float()
+            parts.append(self._binary("/v1/scores", encode(tensors, meta)))  # (P_group, rows, S, C)
+        scores = torch.cat(parts)
         p = prompts.shape[0]
         if single:
             return scores[:, :, 0, :]
         picked = scores.gather(-1, enc.pick.expand(p, -1, -1).unsqueeze(-1)).squeeze(-1)  # (P, K*C, S)
         return (picked * enc.pick_mask).sum(-1).view(p, enc.num_examples, len(label_tokens))
+
+    def _request_groups(self, prompts: torch.Tensor, deep: torch.Tensor | None, rows: int) -> list[slice]:
+        """Candidates per request, so each stays within the endpoint's published body-size and row limits
+        (a BBTv2 population for a 30-layer model is ~70 MB of deep prompts: more than one request may take)."""
+        limits = self.info.get("limits", {})
+        per_candidate = 4 * prompts[0].numel() * (1 + (deep.shape[0] if deep is not None else 0))
+        room = limits.get("max_request_bytes", 64 * 2**20) - 4 * rows * 1024 - 2**16  # ids, masks and header
+        fit = max(1, min(room // per_candidate, limits.get("max_rows", 8192) // max(1, rows)))
+        return [slice(start, start + fit) for start in range(0, prompts.shape[0], fit)]
 
     # --- what the endpoint knows -------------------------------------------------------------------------------
     @property
