@@ -97,13 +97,7 @@ class BBT(SoftPrompt):
         if self.config.projection_std is None:
             self.config.projection_std = projection_std(std_hat, self.config.dim, 1.0, 1.0)
             self.projection = SeededProjection(self.config.projection_spec(self.hidden_size))
-        if self.config.init == "vocab":
-            base = _vocab_base(backbone, self.config, seed)
-        else:
-            base = normal_base(self.config.seed, self.prompt_len, self.hidden_size, std_hat)
-        with torch.no_grad():
-            self.base.copy_(base)
-            self.z.zero_()
+        _start_at_base(self, backbone, seed, std_hat)
 
     def prompts(self, z: torch.Tensor) -> torch.Tensor:
         """(P, d) candidates -> (P, n, D) prompts with one matmul."""
@@ -163,13 +157,7 @@ class BBTv2(SoftPrompt):
         std_hat = _embedding_std(backbone)
         if self.config.projection_stds is None:
             self.config.projection_stds = [projection_std(std_hat, self.config.dim, 1.0, 1.0)] * self.config.num_layers
-        if self.config.init == "vocab":
-            base = _vocab_base(backbone, self.config, seed)
-        else:
-            base = normal_base(self.config.seed, self.prompt_len, self.hidden_size, std_hat)
-        with torch.no_grad():
-            self.base.copy_(base)
-            self.z.zero_()
+        _start_at_base(self, backbone, seed, std_hat)
 
     def projection(self, layer: int) -> torch.Tensor:
         """A_l (d × n·D)."""
@@ -196,3 +184,15 @@ class BBTv2(SoftPrompt):
         if not torch.is_grad_enabled():
             self._deep = (key, deep)
         return deep
+
+
+def _start_at_base(prompt: BBT | BBTv2, backbone: Backbone, seed: int, std_hat: float) -> None:
+    """P₀ from vocabulary embeddings (or seeded noise of the embeddings' scale), and z = 0: the search starts at P₀."""
+    config = prompt.config
+    if config.init == "vocab":
+        base = _vocab_base(backbone, config, seed)
+    else:
+        base = normal_base(config.seed, prompt.prompt_len, prompt.hidden_size, std_hat)
+    with torch.no_grad():
+        prompt.base.copy_(base)
+        prompt.z.zero_()
