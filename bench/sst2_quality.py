@@ -81,7 +81,7 @@ def main() -> None:
         }
     )
 
-    runs = [("prompt", {}, args.lr_prompt)] + [("ulpt", {"rank": r}, args.lr_ulpt) for r in args.ranks]
+    runs = [("prompt_tuning", {}, args.lr_prompt)] + [("ulpt", {"rank": r}, args.lr_ulpt) for r in args.ranks]
     for method, options, lr in runs:
         prompt = new_prompt(make_prompt_config(method, args.prompt_len, **options), backbone, seed=args.seed)
         config = TrainConfig(
@@ -110,7 +110,7 @@ def main() -> None:
         )
         print(rows[-1], flush=True)
 
-    pt = next(r for r in rows if r["method"] == "prompt")
+    pt = next(r for r in rows if r["method"] == "prompt_tuning")
     for r in rows:
         r["params_vs_pt"] = r["params"] / pt["params"]
         r["accuracy_vs_pt"] = r["test_accuracy"] / pt["test_accuracy"]

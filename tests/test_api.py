@@ -22,4 +22,4 @@ def test_tune_load_predict_evaluate(tmp_path):
 
 def test_unknown_method_option_is_rejected_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="does not take"):
-        sp.tune(synthetic_task(), out=tmp_path, method="prompt", rank=2, model=learnable_backbone())
+        sp.tune(synthetic_task(), out=tmp_path, method="prompt_tuning", rank=2, model=learnable_backbone())

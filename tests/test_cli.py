@@ -87,7 +87,7 @@ def test_resume_of_finished_run_and_refusal_to_overwrite(capsys, trained, data_d
     [
         (["train", "--task", "nope", "--out", "x"], "unknown task"),
         (["train", "--task", "sst2", "--method", "lora", "--out", "x"], "unknown method"),
-        (["train", "--task", "sst2", "--method", "prompt", "--rank", "4", "--out", "x"], "does not take"),
+        (["train", "--task", "sst2", "--method", "prompt_tuning", "--rank", "4", "--out", "x"], "does not take"),
         (["eval", "/nonexistent/artifact"], "not a softprompt artifact"),
         (["info", "/nonexistent/artifact"], "not a softprompt artifact"),
     ],

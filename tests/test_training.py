@@ -38,7 +38,7 @@ def test_batches_depend_only_on_seed_and_step_and_cover_each_epoch():
     assert len(batch_indices(6, 4, 1, seed=0)) == 4  # wraps across the epoch boundary
 
 
-@pytest.mark.parametrize("method", ["ulpt", "prompt"])
+@pytest.mark.parametrize("method", ["ulpt", "prompt_tuning"])
 def test_training_learns_and_saves_best_artifact(tmp_path, method):
     backbone, task = learnable_backbone(), synthetic_task()
     scorer = Scorer(backbone, task)

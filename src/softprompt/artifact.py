@@ -24,7 +24,7 @@ from softprompt.prompts import SoftPrompt, build_prompt, config_from_dict
 from softprompt.tasks.base import Task
 from softprompt.version import __version__
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TENSORS = "prompt.safetensors"
 METADATA = "prompt.json"
 
@@ -108,9 +108,25 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
         metadata = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ArtifactError(f"{path} is not valid JSON: {err}") from err
-    if metadata.get("format_version") != FORMAT_VERSION:
-        raise ArtifactError(f"{path}: unsupported format version {metadata.get('format_version')!r}")
+    version = metadata.get("format_version")
+    if version not in MIGRATIONS and version != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: unsupported format version {version!r} (this build reads 1 to {FORMAT_VERSION})")
+    while metadata["format_version"] != FORMAT_VERSION:
+        metadata = MIGRATIONS[metadata["format_version"]](metadata)
     return metadata
+
+
+def _v1_to_v2(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Format 2 renamed vanilla prompt tuning's method string from "prompt" to "prompt_tuning"."""
+    metadata = {**metadata, "format_version": 2}
+    if metadata.get("method") == "prompt":
+        metadata["method"] = "prompt_tuning"
+        metadata["config"] = {**metadata["config"], "method": "prompt_tuning"}
+    return metadata
+
+
+# format version -> the step that lifts its metadata one version up; loading applies them in order.
+MIGRATIONS = {1: _v1_to_v2}
 
 
 def check_model(metadata: dict[str, Any], backbone: Backbone, *, strict: bool = True) -> None:

@@ -1,7 +1,7 @@
 """What gradient-free search needs from a model: forward passes that score many candidate prompts at once.
 
 Black-box tuning only ever calls this interface. `LocalEvaluator` implements it on an in-process `Backbone`;
-`softprompt.serving.client.RemoteEvaluator` implements it over HTTP against `softprompt serve-lm`, with no access
+`softprompt.remote.client.RemoteEvaluator` implements it over HTTP against `softprompt serve-lm`, with no access
 to weights or gradients. Both must return the same numbers for the same inputs.
 """
 

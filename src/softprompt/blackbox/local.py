@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from softprompt.prompts.vanilla import sample_vocab_embeddings
+from softprompt.prompts.prompt_tuning import sample_vocab_embeddings
+from softprompt.remote import inference
 from softprompt.scoring import Scorer, ScoringBatch
-from softprompt.serving import inference
 from softprompt.tasks.base import Example
 
 

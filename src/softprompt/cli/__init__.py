@@ -14,7 +14,7 @@ COMMANDS = {
     "predict": "predict",
     "info": "info",
     "blackbox": "blackbox",
-    "serve-lm": "serve",
+    "serve-lm": "serve_lm",
 }
 
 

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     train, dev = train_dev_k_shot(task.load("train", args.data_dir), args.shots, args.seed, len(task.labels))
     test = subset(task.load("test", args.data_dir), args.max_test_examples, args.seed)
     if args.endpoint:
-        from softprompt.serving.client import RemoteEvaluator
+        from softprompt.remote.client import RemoteEvaluator
 
         evaluator = RemoteEvaluator(args.endpoint, task)
     else:

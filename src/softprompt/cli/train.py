@@ -21,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     add_data_args(p)
     add_model_args(p)
     add_limit_args(p)
-    p.add_argument("--method", default="ulpt", help="prompt parametrisation: ulpt (default), prompt")
+    p.add_argument("--method", default="ulpt", help="prompt parametrisation: ulpt (default), prompt_tuning")
     p.add_argument("--prompt-len", type=int, default=100, help="number of prompt vectors n (default 100)")
     p.add_argument("--rank", type=int, help="ULPT: dimension r of the learnable prompt (default 2)")
     p.add_argument("--projection-seed", type=int, help="ULPT: seed of the frozen random projection (default 0)")
@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 # From a 40-step probe on SST-2 with SmolLM2 (lr 3e-3/1e-2 for PT, 1e-2/3e-2/1e-1 for ULPT): the best of each.
-DEFAULT_LR = {"ulpt": 3e-2, "prompt": 1e-2}
+DEFAULT_LR = {"ulpt": 3e-2, "prompt_tuning": 1e-2}
 
 
 def run(args: argparse.Namespace) -> int:

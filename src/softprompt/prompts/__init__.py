@@ -6,12 +6,12 @@ from typing import Any
 
 from softprompt.prompts.base import PromptConfig, SoftPrompt
 from softprompt.prompts.bbt import BBT, BBTConfig, BBTv2, BBTv2Config
+from softprompt.prompts.prompt_tuning import PromptTuning, PromptTuningConfig
 from softprompt.prompts.ulpt import ULPT, ULPTConfig
-from softprompt.prompts.vanilla import PromptTuning, PromptTuningConfig
 
 # method name -> (config class, module class): how an artifact's "method" becomes a module again.
 REGISTRY: dict[str, tuple[type[PromptConfig], type[SoftPrompt]]] = {
-    "prompt": (PromptTuningConfig, PromptTuning),
+    "prompt_tuning": (PromptTuningConfig, PromptTuning),
     "ulpt": (ULPTConfig, ULPT),
     "bbt": (BBTConfig, BBT),
     "bbtv2": (BBTv2Config, BBTv2),

@@ -23,7 +23,7 @@ from torch import nn
 
 from softprompt.projection import ProjectionSpec, SeededProjection, generate
 from softprompt.prompts.base import PromptConfig, SoftPrompt
-from softprompt.prompts.vanilla import sample_vocab_embeddings
+from softprompt.prompts.prompt_tuning import sample_vocab_embeddings
 
 if TYPE_CHECKING:
     from softprompt.models.backbone import Backbone

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import torch
 
-from softprompt.serving.wire import MEDIA_TYPE, batch_tensors_from_json, decode, encode
+from softprompt.remote.wire import MEDIA_TYPE, batch_tensors_from_json, decode, encode
 from softprompt.tasks.base import Example, Task
 
 

@@ -1,6 +1,6 @@
 """`softprompt serve-lm`: serve a frozen model as a forward-only inference API for black-box prompt search.
 
-Clients (`softprompt.serving.client.RemoteEvaluator`) send token ids and prompt embeddings and get label scores
+Clients (`softprompt.remote.client.RemoteEvaluator`) send token ids and prompt embeddings and get label scores
 back; weights and gradients never leave the process. There is no authentication: keep it on 127.0.0.1 or behind
 a proxy that adds it.
 """
@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from softprompt.serving.server import Limits, create_app
+    from softprompt.remote.server import Limits, create_app
 
     if args.chunk_rows < 1 or args.max_rows < 1:
         raise ValueError("--chunk-rows and --max-rows must be positive")

@@ -7,7 +7,7 @@
     POST /v1/embedding_std        -> JSON {std}
     POST /v1/hidden_state_stds    binary: batch + prompt (n,D) -> JSON {stds: [L floats]}
 
-Binary bodies are safetensors buffers (`softprompt.serving.wire`) with a JSON object in the metadata. Every input
+Binary bodies are safetensors buffers (`softprompt.remote.wire`) with a JSON object in the metadata. Every input
 is checked against the model before it reaches it, so a wrong request gets a 4xx with a message, not a 500.
 """
 
@@ -25,8 +25,8 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from softprompt.models.backbone import Backbone, EncodedBatch
-from softprompt.serving import inference
-from softprompt.serving.wire import (
+from softprompt.remote import inference
+from softprompt.remote.wire import (
     BATCH_FIELDS,
     EXTRA_PREFIX,
     MEDIA_TYPE,

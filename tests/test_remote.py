@@ -17,11 +17,11 @@ import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from softprompt.models.backbone import Backbone  # noqa: E402
+from softprompt.remote.client import EndpointError, EndpointUnavailable, RemoteEvaluator  # noqa: E402
+from softprompt.remote.inference import clipped_std  # noqa: E402
+from softprompt.remote.server import Limits, create_app  # noqa: E402
+from softprompt.remote.wire import MEDIA_TYPE, batch_to_tensors, encode  # noqa: E402
 from softprompt.scoring import Scorer  # noqa: E402
-from softprompt.serving.client import EndpointError, EndpointUnavailable, RemoteEvaluator  # noqa: E402
-from softprompt.serving.inference import clipped_std  # noqa: E402
-from softprompt.serving.server import Limits, create_app  # noqa: E402
-from softprompt.serving.wire import MEDIA_TYPE, batch_to_tensors, encode  # noqa: E402
 from softprompt.tasks.base import Example, Task  # noqa: E402
 from softprompt.testing import tiny_backbone  # noqa: E402
 

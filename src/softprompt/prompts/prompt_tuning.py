@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class PromptTuningConfig(PromptConfig):
-    method: ClassVar[str] = "prompt"
+    method: ClassVar[str] = "prompt_tuning"
     # "vocab": embeddings of tokens sampled from the first `vocab_pool` ids (frequent tokens in BPE vocabularies);
     # "text": the embeddings of `init_text`, repeated to length n.
     init: Literal["vocab", "text"] = "vocab"

@@ -1,1 +1,0 @@
-"""Serving a frozen model for remote black-box tuning: `server` (FastAPI app), `client` (RemoteEvaluator), `wire`."""
