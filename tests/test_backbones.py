@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from softprompt.models.backbone import Backbone, EncodedBatch
+from softprompt.models.inputs import PromptInputs
 from softprompt.models.loading import backbone_class
 from softprompt.models.masked import MaskedLMBackbone
 from softprompt.models.seq2seq import Seq2SeqBackbone
@@ -42,9 +43,13 @@ def random_prompt(bb: Backbone, rows: int = 1, seed: int = 0, scale: float = 0.5
     return torch.randn(rows, N_PROMPT, bb.hidden_size, generator=g) * scale
 
 
-def random_deep(bb: Backbone, rows: int = 1, seed: int = 1) -> torch.Tensor:
+def random_deep(bb: Backbone, rows: int = 1, seed: int = 1, n: int = N_PROMPT) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(bb.num_layers, rows, N_PROMPT, bb.hidden_size, generator=g) * 0.5
+    return torch.randn(bb.num_layers, rows, n, bb.hidden_size, generator=g) * 0.5
+
+
+def inputs(prompt: torch.Tensor | None, deep: torch.Tensor | None = None) -> PromptInputs:
+    return PromptInputs(embeds=prompt, deep=deep)
 
 
 @pytest.mark.parametrize("multi", [False, True])
@@ -95,8 +100,10 @@ def test_shared_prompt_broadcasts(backbone: Backbone) -> None:
     batch = backbone.encode(TEXTS, continuations(backbone))
     prompt, deep = random_prompt(backbone), random_deep(backbone)
     with torch.no_grad():
-        one = backbone.hidden_states(batch, prompt, deep)
-        many = backbone.hidden_states(batch, prompt.expand(len(TEXTS), -1, -1), deep.expand(-1, len(TEXTS), -1, -1))
+        one = backbone.hidden_states(batch, inputs(prompt, deep))
+        many = backbone.hidden_states(
+            batch, inputs(prompt.expand(len(TEXTS), -1, -1), deep.expand(-1, len(TEXTS), -1, -1))
+        )
     torch.testing.assert_close(one, many, atol=1e-5, rtol=1e-5)
 
 
@@ -104,9 +111,11 @@ def test_per_row_prompts_equal_rows_one_at_a_time(backbone: Backbone) -> None:
     conts = continuations(backbone)
     prompts, deep = random_prompt(backbone, rows=len(TEXTS)), random_deep(backbone, rows=len(TEXTS))
     with torch.no_grad():
-        batched = backbone.hidden_states(backbone.encode(TEXTS, conts), prompts, deep)
+        batched = backbone.hidden_states(backbone.encode(TEXTS, conts), inputs(prompts, deep))
         for i, (text, cont) in enumerate(zip(TEXTS, conts, strict=True)):
-            alone = backbone.hidden_states(backbone.encode([text], [cont]), prompts[i : i + 1], deep[:, i : i + 1])
+            alone = backbone.hidden_states(
+                backbone.encode([text], [cont]), inputs(prompts[i : i + 1], deep[:, i : i + 1])
+            )
             torch.testing.assert_close(batched[i, : len(cont)], alone[0], atol=1e-5, rtol=1e-5)
 
 
@@ -115,22 +124,22 @@ def test_deep_prompt_zero_is_identity_and_nonzero_matters(backbone: Backbone) ->
     prompt = random_prompt(backbone)
     zeros = torch.zeros(backbone.num_layers, 1, N_PROMPT, backbone.hidden_size)
     with torch.no_grad():
-        plain = backbone.hidden_states(batch, prompt)
-        with_zeros = backbone.hidden_states(batch, prompt, zeros)
-        with_deep = backbone.hidden_states(batch, prompt, random_deep(backbone))
+        plain = backbone.hidden_states(batch, inputs(prompt))
+        with_zeros = backbone.hidden_states(batch, inputs(prompt, zeros))
+        with_deep = backbone.hidden_states(batch, inputs(prompt, random_deep(backbone)))
         without_prompt = backbone.hidden_states(batch)
     torch.testing.assert_close(with_zeros, plain, atol=1e-6, rtol=1e-6)
     assert not torch.allclose(with_deep, plain, atol=1e-4)
     assert not torch.allclose(plain, without_prompt, atol=1e-4)
     with pytest.raises(ValueError, match="layers"):
-        backbone.hidden_states(batch, prompt, zeros[:1])
+        backbone.hidden_states(batch, inputs(prompt, zeros[:1]))
 
 
 def test_gradient_reaches_prompt_only(backbone: Backbone) -> None:
     batch = backbone.encode(TEXTS, continuations(backbone))
     prompt = random_prompt(backbone).requires_grad_(True)
     deep = random_deep(backbone).requires_grad_(True)
-    backbone.logits(backbone.hidden_states(batch, prompt, deep), torch.tensor([5, 9])).sum().backward()
+    backbone.logits(backbone.hidden_states(batch, inputs(prompt, deep)), torch.tensor([5, 9])).sum().backward()
     assert prompt.grad is not None and prompt.grad.abs().sum() > 0
     assert deep.grad is not None and deep.grad.abs().sum() > 0
     assert all(p.grad is None for p in backbone.model.parameters())
@@ -179,7 +188,140 @@ def test_dispatch_and_generation() -> None:
     t5, roberta = tiny_backbone("t5"), tiny_backbone("roberta")
     assert backbone_class(t5.config) is Seq2SeqBackbone
     assert backbone_class(roberta.config) is MaskedLMBackbone
-    out = t5.generate(["the movie was good"], random_prompt(t5), max_new_tokens=3)
+    out = t5.generate(["the movie was good"], inputs(random_prompt(t5)), max_new_tokens=3)
     assert len(out) == 1 and isinstance(out[0], str)
     with pytest.raises(NotImplementedError, match="masked LM"):
         roberta.generate(["the movie"], None)
+
+
+# --- the prompt-input seam: one batch mixing prompts of different methods and lengths --------------------------------
+def method_mix(bb: Backbone) -> list[PromptInputs]:
+    """One row each: a plain prompt (PT/ULPT-like), a longer one with deep prompts (BBTv2-like), a short one with a
+    text-embedding update (DePT-like), and no prompt at all."""
+    g = torch.Generator().manual_seed(3)
+    d = bb.hidden_size
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g) * 0.5
+
+    return [
+        PromptInputs(embeds=rand(1, 2, d)),
+        PromptInputs(embeds=rand(1, 5, d), deep=rand(bb.num_layers, 1, 5, d)),
+        PromptInputs(embeds=rand(1, 1, d), text_delta=rand(1, 4, d)),
+        PromptInputs(),
+    ]
+
+
+def test_mixed_batch_of_methods_and_lengths_scores_each_row_as_alone(backbone: Backbone) -> None:
+    texts = [*TEXTS, "good fun"]
+    conts = [*continuations(backbone), continuations(backbone)[1]]
+    rows = method_mix(backbone)
+    with torch.no_grad():
+        mixed = backbone.hidden_states(backbone.encode(texts, conts), PromptInputs.stack(rows))
+        for i, (text, cont) in enumerate(zip(texts, conts, strict=True)):
+            alone = backbone.hidden_states(backbone.encode([text], [cont]), rows[i])
+            torch.testing.assert_close(mixed[i, : len(cont)], alone[0], atol=1e-5, rtol=1e-5)
+    # the rows really differ from having no prompt (a broken insert that drops prompts would pass the above)
+    with torch.no_grad():
+        bare = backbone.hidden_states(backbone.encode(texts, conts))
+    for i in range(3):
+        assert not torch.allclose(mixed[i, :1], bare[i, :1], atol=1e-4)
+
+
+def test_mixed_batch_gradients_reach_every_rows_prompt(backbone: Backbone) -> None:
+    rows = method_mix(backbone)[:3]
+    for row in rows:
+        for t in (row.embeds, row.deep, row.text_delta):
+            if t is not None:
+                t.requires_grad_(True)
+    hidden = backbone.hidden_states(backbone.encode(TEXTS), PromptInputs.stack(rows))
+    backbone.logits(hidden, torch.tensor([5, 9])).sum().backward()
+    for row in rows:
+        for t in (row.embeds, row.deep, row.text_delta):
+            if t is not None:
+                assert t.grad is not None and t.grad.abs().sum() > 0
+
+
+def test_block_wrappers_leave_the_model_untouched_outside_softprompt(backbone: Backbone) -> None:
+    batch = backbone.encode(TEXTS)
+    with torch.no_grad():
+        before = reference_logits(backbone, batch)
+        backbone.hidden_states(batch, inputs(random_prompt(backbone), random_deep(backbone)))  # sets, then clears
+        after = reference_logits(backbone, batch)
+    torch.testing.assert_close(before, after, atol=0, rtol=0)
+
+
+def test_concurrent_calls_do_not_see_each_others_prompts(backbone: Backbone) -> None:
+    """No lock: two threads with different deep prompts each get exactly their single-threaded result."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    batch = backbone.encode(TEXTS)
+    jobs = [inputs(random_prompt(backbone, seed=s), random_deep(backbone, seed=s + 10)) for s in range(4)]
+    with torch.no_grad():
+        expected = [backbone.hidden_states(batch, job) for job in jobs]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda job: backbone.hidden_states(batch, job), jobs * 3))
+    for i, out in enumerate(got):
+        torch.testing.assert_close(out, expected[i % 4], atol=1e-6, rtol=1e-6)
+
+
+CAUSAL = ["llama", "gemma3"]
+
+
+@pytest.mark.parametrize("arch", CAUSAL)
+def test_prompt_prefix_acts_exactly_like_the_inserted_prompt(arch: str) -> None:
+    """The prompt's own keys/values, computed once, stand in for it (deep prompts included): same scores."""
+    bb = tiny_backbone(arch)
+    batch = bb.encode(TEXTS, continuations(bb))
+    for prompt in (inputs(random_prompt(bb)), inputs(random_prompt(bb), random_deep(bb))):
+        prefix = bb.prompt_prefix(prompt)
+        assert prefix.prefix_len == N_PROMPT and prefix.embeds is None
+        with torch.no_grad():
+            torch.testing.assert_close(bb.hidden_states(batch, prefix), bb.hidden_states(batch, prompt), atol=1e-5,
+                                       rtol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", CAUSAL)
+def test_mixed_batch_with_key_value_prefixes_of_different_lengths(arch: str) -> None:
+    bb = tiny_backbone(arch)
+    texts, conts = TEXTS, continuations(bb)
+    rows = [
+        bb.prompt_prefix(inputs(random_prompt(bb, seed=1))),  # 3 slots
+        bb.prompt_prefix(inputs(torch.randn(1, 6, bb.hidden_size) * 0.5)),  # 6 slots
+        inputs(random_prompt(bb, seed=2)),  # an input-layer prompt, no prefix
+    ]
+    with torch.no_grad():
+        mixed = bb.hidden_states(bb.encode(texts, conts), PromptInputs.stack(rows))
+        for i, (text, cont) in enumerate(zip(texts, conts, strict=True)):
+            alone = bb.hidden_states(bb.encode([text], [cont]), rows[i])
+            torch.testing.assert_close(mixed[i, : len(cont)], alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "t5"])
+def test_batched_generation_equals_one_by_one(arch: str) -> None:
+    """Greedy decoding of a mixed batch (different prompts, lengths, a deep prompt) gives each row's own answer,
+    and the first token is the argmax of the scoring path's logits."""
+    bb = tiny_backbone(arch)
+    texts = ["the movie was very good and fun .", "bad", "a film : it is not boring"]
+    rows = [inputs(random_prompt(bb, seed=1)), inputs(torch.randn(1, 5, bb.hidden_size) * 0.5,
+            random_deep(bb, seed=4, n=5)), PromptInputs()]  # fmt: skip
+    batched = bb.generate(texts, PromptInputs.stack(rows), max_new_tokens=4)
+    alone = [bb.generate([t], row, max_new_tokens=4)[0] for t, row in zip(texts, rows, strict=True)]
+    assert batched == alone
+    with torch.no_grad():
+        first = bb.logits(bb.hidden_states(bb.encode(texts), PromptInputs.stack(rows))[:, 0]).argmax(-1)
+    for i, text in enumerate(batched):
+        if text:  # an immediate end-of-sequence gives ""
+            assert bb.tokenizer.decode([int(first[i])], skip_special_tokens=True).strip() == text.split()[0]
+
+
+def test_sampling_is_seeded_and_stop_strings_cut() -> None:
+    bb = tiny_backbone("llama")
+    a = bb.generate(["the movie"], max_new_tokens=6, do_sample=True, temperature=2.0, seed=3)
+    b = bb.generate(["the movie"], max_new_tokens=6, do_sample=True, temperature=2.0, seed=3)
+    assert a == b
+    full = bb.generate(["the movie"], max_new_tokens=6)[0]
+    if len(full.split()) >= 2:
+        word = full.split()[1]
+        cut = bb.generate(["the movie"], max_new_tokens=6, stop=[word])[0]
+        assert word not in cut and full.startswith(cut)

@@ -1,18 +1,28 @@
 """Decoder-only LMs (Llama, SmolLM2, Gemma, Qwen, GPT-2, ...): the prompt is prepended to the input embeddings.
 
-Layout of one row: [prompt (n)] [text tokens] [continuation tokens except the last] [padding]. Right padding keeps
-position ids contiguous for the real tokens, and the answer is read at the last text token.
+Scoring layout of one row: [prompt (n)] [text tokens] [continuation tokens except the last] [padding]. Right padding
+keeps each row's real tokens at positions 0.. so the model's default position ids are exact, and the answer is read
+at the last text token. Generation left-pads instead (every row's next token is the last column) and passes the
+position ids explicitly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from softprompt.models.backbone import Backbone, EncodedBatch, gather_positions, pad_2d
+from softprompt.models.backbone import (
+    Backbone,
+    Decoded,
+    EncodedBatch,
+    Inserted,
+    _LayerPlan,
+    next_tokens,
+    pad_2d,
+)
+from softprompt.models.inputs import PromptInputs
 
 
 def find_layer_stack(model: nn.Module) -> nn.ModuleList:
@@ -26,10 +36,10 @@ def find_layer_stack(model: nn.Module) -> nn.ModuleList:
 
 class CausalLMBackbone(Backbone):
     kind = "causal"
-    can_start_at_layer = True  # hidden_states(start=...) skips the layers below a precomputed input
+    prompt_offset = 0
+    can_start_at_layer = True
 
-    @property
-    def layers(self) -> nn.ModuleList:
+    def _find_layers(self) -> nn.ModuleList:
         return find_layer_stack(self.model)
 
     def encode(self, texts: Sequence[str], continuations: Sequence[Sequence[int]] | None = None) -> EncodedBatch:
@@ -37,7 +47,7 @@ class CausalLMBackbone(Backbone):
         rows, positions, truncated = [], [], 0
         for text, cont in zip(texts, continuations, strict=True):
             fed_cont = list(cont[:-1])  # the last continuation token is predicted, never fed
-            ids, cut = self._truncate(self.tokenizer(text)["input_ids"], reserve=len(fed_cont))
+            ids, cut = self._truncate(self._token_ids(text), reserve=len(fed_cont))
             truncated += cut
             rows.append(ids + fed_cont)
             last = len(ids) - 1
@@ -46,62 +56,96 @@ class CausalLMBackbone(Backbone):
         score_index, score_mask = pad_2d(positions, 0)
         return EncodedBatch(input_ids, attention_mask, score_index, score_mask.bool(), num_truncated=truncated)
 
-    def hidden_states(
-        self,
-        batch: EncodedBatch,
-        prompt: torch.Tensor | None = None,
-        deep: torch.Tensor | None = None,
-        start: tuple[int, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """`start=(l, h)`: h (B, n+T, D) is the hidden state entering layer l (from `Backbone.layer_inputs`), and the
-        layers below l are skipped. BBTv2 varies one layer's prompt per generation, so everything below it is shared
-        by all candidates."""
-        embeds = self.embed(batch.input_ids)
-        mask = batch.attention_mask.to(self.device)
-        size, n = embeds.shape[0], 0
-        if prompt is not None:
-            prompt = self._batch_prompt(prompt.to(self.device, embeds.dtype), size)
-            n = prompt.shape[1]
-            embeds = torch.cat([prompt, embeds], dim=1)
-            mask = torch.cat([mask.new_ones(size, n), mask], dim=1)
-        elif deep is not None:
-            raise ValueError("a deep prompt needs an input prompt to mark its positions")
-        with self._deep_prompt_hooks(deep, start=0, batch_size=size), self._skip_layers(start):
-            out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask, use_cache=False)
-        return gather_positions(out.last_hidden_state, batch.score_index.to(self.device) + n)
+    def _run(self, x: Inserted, batch: EncodedBatch | None) -> torch.Tensor:
+        out = self.model.base_model(
+            inputs_embeds=x.embeds,
+            attention_mask=x.mask,
+            position_ids=x.positions,
+            past_key_values=x.cache,
+            use_cache=x.cache is not None,
+        )
+        return out.last_hidden_state
 
-    @contextmanager
-    def _skip_layers(self, start: tuple[int, torch.Tensor] | None) -> Iterator[None]:
-        """Replace layers [0, l) by a stand-in that hands layer l the precomputed hidden state."""
-        if start is None or start[0] == 0:
-            yield
-            return
-        layer, hidden = start
-        skipped = list(self.layers[:layer])
-        for module in skipped:
-            module.forward = lambda *args, **kwargs: hidden  # instance attribute shadows the class method
-        try:
-            yield
-        finally:
-            for module in skipped:
-                del module.forward
+    def prompt_prefix(self, prompt: PromptInputs) -> PromptInputs:
+        """The key/value prefix that acts exactly like a one-row input prompt (its deep prompts included).
+
+        In a decoder the prompt positions never attend to the text, so their keys and values depend on the prompt
+        alone: computed once per prompt, they can stand in for it in every request (the prompt prefix cache)."""
+        from transformers import DynamicCache
+
+        if prompt.num_rows != 1 or prompt.embeds is None or prompt.text_delta is not None:
+            raise ValueError("a prompt prefix is made from one row of input-layer vectors (no text update)")
+        if prompt.prefix_keys is not None:
+            raise ValueError("this prompt already carries a key/value prefix")
+        n = int(prompt.row_lengths()[0])
+        prompt = prompt.to(self.device, self.dtype)
+        embeds = prompt.embeds[:, :n]
+        deep = None if prompt.deep is None else prompt.deep[:, :, :n]
+        cache = DynamicCache(config=self.config)
+        plan = _LayerPlan(deep, self.prompt_offset) if deep is not None else None
+        self._with_plan(
+            plan, self._run, Inserted(embeds, embeds.new_ones(1, n, dtype=torch.long), None, deep, cache), None
+        )
+        keys = torch.stack([layer.keys for layer in cache.layers])  # (L, 1, H, n, d)
+        values = torch.stack([layer.values for layer in cache.layers])
+        if keys.shape[3] != n:
+            raise ValueError(f"{self.name} keeps only {keys.shape[3]} positions in some layers (sliding window)")
+        return PromptInputs(prefix_keys=keys, prefix_values=values)
 
     @torch.no_grad()
-    def generate(self, texts: Sequence[str], prompt: torch.Tensor | None, max_new_tokens: int = 32) -> list[str]:
-        """Greedy decoding after [prompt; text], one row at a time (no padding inside the prompt to reason about)."""
-        outputs = []
-        for text in texts:
-            ids, _ = self._truncate(self.tokenizer(text)["input_ids"], reserve=max_new_tokens)
-            embeds = self.embed(torch.tensor([ids]))
-            if prompt is not None:
-                embeds = torch.cat([self._batch_prompt(prompt.to(embeds.dtype), 1), embeds], dim=1)
-            mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device)
-            new = self.model.generate(
-                inputs_embeds=embeds,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
+    def generate(
+        self,
+        texts: Sequence[str],
+        prompt: PromptInputs | None = None,
+        max_new_tokens: int = 32,
+        *,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[str]:
+        from transformers import DynamicCache
+
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        rows = [self._truncate(self._token_ids(t), reserve=max_new_tokens)[0] for t in texts]
+        ids, mask = pad_2d(rows, self.tokenizer.pad_token_id)
+        zeros = torch.zeros(len(rows), 1, dtype=torch.long)
+        x = self.insert(EncodedBatch(ids, mask, zeros, zeros.bool()), prompt)
+        # right -> left padding: roll each row so that its last real token is the last column
+        m = x.mask.shape[1] - x.embeds.shape[1]  # key/value prefix slots in front of the sequence
+        seq_mask = x.mask[:, m:]
+        width = seq_mask.shape[1]
+        roll = (width - seq_mask.sum(1)).to(self.device)  # (B,) how far each row moves right
+        cols = (torch.arange(width, device=self.device) - roll[:, None]) % width
+        embeds = x.embeds.gather(1, cols.unsqueeze(-1).expand(-1, -1, x.embeds.shape[-1]))
+        seq_mask = seq_mask.gather(1, cols)
+        prefix = x.mask[:, :m]
+        positions = prefix.sum(1, keepdim=True) + (seq_mask.cumsum(1) - 1).clamp(min=0)
+        plan = None
+        if x.deep is not None:  # deep prompts sit at [offset, offset + n) before the roll, shifted with their row
+            n = x.deep.shape[2]
+            at = (torch.arange(n, device=self.device) + roll[:, None]) % width
+            plan = _LayerPlan(deep=x.deep, deep_positions=at)
+        cache = x.cache if x.cache is not None else DynamicCache(config=self.config)
+        attention = torch.cat([prefix, seq_mask], dim=1)
+
+        def forward(inputs: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+            out = self.model.base_model(
+                inputs_embeds=inputs, attention_mask=attention, position_ids=pos, past_key_values=cache, use_cache=True
             )
-            outputs.append(self.tokenizer.decode(new[0], skip_special_tokens=True))
-        return outputs
+            return out.last_hidden_state[:, -1]
+
+        hidden = self._with_plan(plan, forward, embeds, positions)  # the prompt acts on this prefill only
+        next_pos = positions[:, -1:] + 1
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        decoded = Decoded(self.tokenizer, len(rows), stop)
+        for step in range(max_new_tokens):
+            token = next_tokens(self.logits(hidden).float(), do_sample, temperature, top_p, generator)
+            if decoded.add(token) or step == max_new_tokens - 1:
+                break
+            attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)
+            hidden = forward(self.embed(token[:, None]), next_pos)
+            next_pos = next_pos + 1
+        return decoded.texts()

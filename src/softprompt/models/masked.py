@@ -17,14 +17,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from softprompt.models.backbone import Backbone, EncodedBatch, gather_positions, pad_2d
+from softprompt.models.backbone import Backbone, EncodedBatch, Inserted, pad_2d
+from softprompt.models.inputs import PromptInputs
 
 
 class MaskedLMBackbone(Backbone):
     kind = "mlm"
+    prompt_offset = 1
 
-    @property
-    def layers(self) -> nn.ModuleList:
+    def _find_layers(self) -> nn.ModuleList:
         return self.model.base_model.encoder.layer
 
     def _special(self, *names: str) -> int:
@@ -48,27 +49,16 @@ class MaskedLMBackbone(Backbone):
         score_index, score_mask = pad_2d(positions, 0)
         return EncodedBatch(input_ids, attention_mask, score_index, score_mask.bool(), num_truncated=truncated)
 
-    def hidden_states(
-        self,
-        batch: EncodedBatch,
-        prompt: torch.Tensor | None = None,
-        deep: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The MLM head's transform output at the masks: what its decoder matrix (the output embedding) multiplies."""
-        embeds = self.embed(batch.input_ids)
-        mask = batch.attention_mask.to(self.device)
-        size, n = embeds.shape[0], 0
-        if prompt is not None:
-            prompt = self._batch_prompt(prompt.to(self.device, embeds.dtype), size)
-            n = prompt.shape[1]
-            embeds = torch.cat([embeds[:, :1], prompt, embeds[:, 1:]], dim=1)
-            mask = torch.cat([mask.new_ones(size, n), mask], dim=1)
-        elif deep is not None:
-            raise ValueError("a deep prompt needs an input prompt to mark its positions")
+    def _insert_prefix(self, inserted: Inserted, prompt: PromptInputs) -> None:
+        raise NotImplementedError(f"{self.name}: key/value prefixes are implemented for decoder-only models only")
+
+    def _run(self, x: Inserted, batch: EncodedBatch) -> torch.Tensor:
         # Right padding keeps the position ids the model derives for inputs_embeds (0..T-1 + offset) exact.
-        with self._deep_prompt_hooks(deep, start=1, batch_size=size):
-            out = self.model.base_model(inputs_embeds=embeds, attention_mask=mask)
-        return self._head_transform(gather_positions(out.last_hidden_state, batch.score_index.to(self.device) + n))
+        return self.model.base_model(inputs_embeds=x.embeds, attention_mask=x.mask).last_hidden_state
+
+    def _read_out(self, hidden: torch.Tensor, batch: EncodedBatch, x: Inserted) -> torch.Tensor:
+        """The MLM head's transform output at the masks: what its decoder matrix (the output embedding) multiplies."""
+        return self._head_transform(super()._read_out(hidden, batch, x))
 
     def _head_transform(self, hidden: torch.Tensor) -> torch.Tensor:
         """The MLM head up to (not including) the vocabulary projection."""
@@ -82,7 +72,7 @@ class MaskedLMBackbone(Backbone):
             return cls.predictions.transform(hidden)
         raise NotImplementedError(f"unknown masked-LM head on {type(self.model).__name__}")
 
-    def generate(self, texts: Sequence[str], prompt: torch.Tensor | None, max_new_tokens: int = 32) -> list[str]:
+    def generate(self, texts: Sequence[str], prompt: object = None, max_new_tokens: int = 32, **_: object) -> list[str]:
         raise NotImplementedError(
             f"{self.name} is a masked LM: it fills <mask> slots but cannot generate free text; "
             "use a causal or seq2seq backbone for generation tasks"

@@ -1,4 +1,4 @@
-"""Encoder-decoder LMs (T5, Flan-T5, mT5, ...): the prompt is prepended to the encoder input embeddings.
+"""Encoder-decoder LMs (T5, Flan-T5, mT5, BART, ...): the prompt is prepended to the encoder input embeddings.
 
 Encoder row: [prompt (n)] [text tokens (T5's tokenizer appends </s>)] [padding].
 Decoder row: [decoder start] [continuation tokens except the last] [padding] — the answer is read on the decoder
@@ -13,16 +13,26 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from softprompt.models.backbone import Backbone, EncodedBatch, gather_positions, pad_2d
+from softprompt.models.backbone import (
+    Backbone,
+    Decoded,
+    EncodedBatch,
+    Inserted,
+    _LayerPlan,
+    gather_positions,
+    next_tokens,
+    pad_2d,
+)
+from softprompt.models.inputs import PromptInputs
 
 
 class Seq2SeqBackbone(Backbone):
     kind = "seq2seq"
+    prompt_offset = 0
 
     _output_scale: float | None = None
 
-    @property
-    def layers(self) -> nn.ModuleList:
+    def _find_layers(self) -> nn.ModuleList:
         encoder = self.model.get_encoder()
         for name in ("block", "layers", "layer"):  # T5 family, BART family, others
             stack = getattr(encoder, name, None)
@@ -39,7 +49,7 @@ class Seq2SeqBackbone(Backbone):
         continuations = continuations or [[] for _ in texts]
         rows, dec_rows, positions, truncated = [], [], [], 0
         for text, cont in zip(texts, continuations, strict=True):
-            ids, cut = self._truncate(self.tokenizer(text)["input_ids"], reserve=0)
+            ids, cut = self._truncate(self._token_ids(text), reserve=0)
             truncated += cut
             rows.append(ids)
             dec_rows.append([self.decoder_start_token_id, *cont[:-1]])  # the last token is predicted, never fed
@@ -50,17 +60,15 @@ class Seq2SeqBackbone(Backbone):
         extras = {"decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_attention_mask}
         return EncodedBatch(input_ids, attention_mask, score_index, score_mask.bool(), extras, truncated)
 
-    def hidden_states(
-        self,
-        batch: EncodedBatch,
-        prompt: torch.Tensor | None = None,
-        deep: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        embeds, mask = self._encoder_inputs(batch.input_ids, batch.attention_mask, prompt, deep)
-        with self._deep_prompt_hooks(deep, start=0, batch_size=embeds.shape[0]):
-            encoded = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        decoded = self._decode(encoded, mask, batch.extras["decoder_input_ids"], batch.extras["decoder_attention_mask"])
-        return gather_positions(decoded, batch.score_index.to(self.device))
+    def _insert_prefix(self, inserted: Inserted, prompt: PromptInputs) -> None:
+        raise NotImplementedError(f"{self.name}: key/value prefixes are implemented for decoder-only models only")
+
+    def _run(self, x: Inserted, batch: EncodedBatch) -> torch.Tensor:
+        encoded = self.model.get_encoder()(inputs_embeds=x.embeds, attention_mask=x.mask).last_hidden_state
+        return self._decode(encoded, x.mask, batch.extras["decoder_input_ids"], batch.extras["decoder_attention_mask"])
+
+    def _read_out(self, hidden: torch.Tensor, batch: EncodedBatch, x: Inserted) -> torch.Tensor:
+        return gather_positions(hidden, batch.score_index.to(self.device))  # decoder positions: the prompt is not there
 
     def logits(self, hidden: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
         # Some T5 variants rescale decoder states by d_model**-0.5 before the LM head; apply the same factor.
@@ -102,37 +110,48 @@ class Seq2SeqBackbone(Backbone):
         return self._output_scale
 
     @torch.no_grad()
-    def generate(self, texts: Sequence[str], prompt: torch.Tensor | None, max_new_tokens: int = 32) -> list[str]:
-        """Greedy decoding with the prompt in front of each text's encoder input, one row at a time."""
-        outputs = []
-        for text in texts:
-            batch = self.encode([text])
-            embeds, mask = self._encoder_inputs(batch.input_ids, batch.attention_mask, prompt, None)
-            new = self.model.generate(
-                inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False
-            )
-            outputs.append(self.tokenizer.decode(new[0], skip_special_tokens=True))
-        return outputs
+    def generate(
+        self,
+        texts: Sequence[str],
+        prompt: PromptInputs | None = None,
+        max_new_tokens: int = 32,
+        *,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        stop: Sequence[str] = (),
+        seed: int | None = None,
+    ) -> list[str]:
+        """Batched decoding: the encoder runs once with the prompt in front of each text, the decoder steps with a
+        key/value cache."""
+        from transformers import DynamicCache, EncoderDecoderCache
+
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        batch = self.encode(texts)
+        x = self.insert(batch, prompt)
+        plan = _LayerPlan(x.deep, self.prompt_offset) if x.deep is not None else None
+        encoder = self.model.get_encoder()
+        encoded = self._with_plan(plan, lambda: encoder(inputs_embeds=x.embeds, attention_mask=x.mask))
+        cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        rows = len(texts)
+        token = torch.full((rows,), self.decoder_start_token_id, dtype=torch.long, device=self.device)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        decoded = Decoded(self.tokenizer, rows, stop)
+        for _ in range(max_new_tokens):
+            hidden = self.model.get_decoder()(
+                input_ids=token[:, None],
+                encoder_hidden_states=encoded.last_hidden_state,
+                encoder_attention_mask=x.mask,
+                past_key_values=cache,
+                use_cache=True,
+            ).last_hidden_state[:, -1]
+            token = next_tokens(self.logits(hidden).float(), do_sample, temperature, top_p, generator)
+            if decoded.add(token):
+                break
+        return decoded.texts()
 
     # --- helpers -----------------------------------------------------------------------------------------------
-    def _encoder_inputs(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        prompt: torch.Tensor | None,
-        deep: torch.Tensor | None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        embeds = self.embed(input_ids)
-        mask = attention_mask.to(self.device)
-        if prompt is not None:
-            size = embeds.shape[0]
-            prompt = self._batch_prompt(prompt.to(self.device, embeds.dtype), size)
-            embeds = torch.cat([prompt, embeds], dim=1)
-            mask = torch.cat([mask.new_ones(size, prompt.shape[1]), mask], dim=1)
-        elif deep is not None:
-            raise ValueError("a deep prompt needs an input prompt to mark its positions")
-        return embeds, mask
-
     def _decode(
         self, encoded: torch.Tensor, encoder_mask: torch.Tensor, decoder_ids: torch.Tensor, decoder_mask: torch.Tensor
     ) -> torch.Tensor:
