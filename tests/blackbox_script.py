@@ -12,11 +12,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import learnable_backbone, synthetic_examples, synthetic_task  # noqa: E402
 
-from softprompt.blackbox.local import LocalEvaluator  # noqa: E402
-from softprompt.blackbox.search import BlackBoxConfig, run_search  # noqa: E402
+from softprompt.blackbox.search import SearchConfig, run_search  # noqa: E402
+from softprompt.evaluator import LocalEvaluator  # noqa: E402
 from softprompt.scoring import Scorer  # noqa: E402
 
-CONFIG = BlackBoxConfig(method="bbtv2", dim=12, prompt_len=4, popsize=6, budget=180, eval_every=24, seed=3)
+CONFIG = SearchConfig.from_flat(
+    "bbtv2", dim=12, prompt_len=4, num_layers=2, popsize=6, budget=180, eval_every=24, seed=3
+)
 
 
 def search(out: str, resume: bool = False, slow: bool = False) -> None:
@@ -24,7 +26,6 @@ def search(out: str, resume: bool = False, slow: bool = False) -> None:
     evaluator = LocalEvaluator(Scorer(learnable_backbone(), task), chunk_size=48)
     run_search(
         evaluator,
-        task,
         synthetic_examples(12, 0),
         synthetic_examples(12, 1),
         CONFIG,

@@ -21,10 +21,10 @@ def test_round_trip_restores_the_same_prompt_and_metadata(tmp_path):
     backbone = tiny_backbone()
     prompt, folder = save(tmp_path, backbone, rank=3)
     loaded = PromptArtifact.from_pretrained(folder, backbone)
-    assert torch.equal(loaded.prompt(), prompt())
+    assert torch.equal(loaded.prompt.materialize().embeds, prompt.materialize().embeds)
     assert loaded.task.to_dict() == synthetic_task().to_dict()
     meta = json.loads((folder / "prompt.json").read_text())
-    assert meta["method"] == "ulpt" and meta["config"]["rank"] == 3 and meta["config"]["seed"] == 0
+    assert meta["method"] == "ulpt" and meta["config"]["rank"] == 3 and meta["config"]["projection_seed"] == 0
     assert meta["model"]["fingerprint"] == backbone.fingerprint
     assert meta["num_trainable_parameters"] == 10 * 3 + 2 * backbone.hidden_size
     assert {"library_version", "tensors_sha256", "hidden_size", "metrics", "task"} <= meta.keys()

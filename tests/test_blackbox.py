@@ -16,15 +16,16 @@ from blackbox_script import search as script_search
 from synthetic import learnable_backbone, synthetic_examples, synthetic_task
 
 from softprompt.artifact import PromptArtifact
-from softprompt.blackbox.local import LocalEvaluator
-from softprompt.blackbox.search import BlackBoxConfig, run_search, schedule
+from softprompt.blackbox.search import SearchConfig, run_search, schedule
 from softprompt.blackbox.spaces import create_prompt, make_space
+from softprompt.checkpoint import load_checkpoint
 from softprompt.evaluation import evaluate
+from softprompt.evaluator import LocalEvaluator
+from softprompt.models.inputs import PromptInputs
 from softprompt.prompts.bbt import BBT, BBTv2, derived_seed, projection_std
 from softprompt.prompts.ulpt import ULPT
 from softprompt.scoring import Scorer, classification_loss
 from softprompt.tasks.base import Example, Task
-from softprompt.training.checkpoint import load_checkpoint
 
 SCRIPT = Path(__file__).parent / "blackbox_script.py"
 TRAIN, DEV, TEST = synthetic_examples(16, 0), synthetic_examples(16, 1), synthetic_examples(32, 2)
@@ -49,13 +50,21 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def small(method: str, **kw) -> BlackBoxConfig:
-    return BlackBoxConfig(**{"method": method, "dim": 12, "prompt_len": 4, "popsize": 6, "budget": 120,
-                             "eval_every": 24, "seed": 1, **kw})  # fmt: skip
+def small(method: str, **kw) -> SearchConfig:
+    base = {"prompt_len": 4, "popsize": 6, "budget": 120, "eval_every": 24, "seed": 1}
+    if method != "ulpt":
+        base["dim"] = 12
+    if method == "bbtv2":
+        base["num_layers"] = 2
+    return SearchConfig.from_flat(method, **{**base, **kw})
+
+
+def make(evaluator, config: SearchConfig):
+    return create_prompt(evaluator, config.prompt, TRAIN, config.seed)
 
 
 def train_loss(evaluator, prompts, deep=None):
-    scores = evaluator.label_scores(TRAIN, prompts, deep)
+    scores = evaluator.label_scores(TRAIN, PromptInputs(embeds=prompts, deep=deep))
     labels = torch.tensor([ex.label for ex in TRAIN]).expand(len(prompts), -1)
     return classification_loss(scores, labels).mean(-1)
 
@@ -64,7 +73,7 @@ def train_loss(evaluator, prompts, deep=None):
 def test_projection_std_follows_bbt_formula(evaluator, backbone):
     assert projection_std(0.5, 400, alpha=0.2, sigma=0.4) == pytest.approx(0.2 * 0.5 / (20 * 0.4))
     config = small("bbt", dim=200, alpha=0.5, sigma=0.25)
-    prompt = create_prompt(evaluator, config, TRAIN)
+    prompt = make(evaluator, config)
     std_hat = backbone.word_embeddings.weight.double().std(correction=0).item()
     expected = 0.5 * std_hat / (math.sqrt(200) * 0.25)
     assert prompt.config.projection_std == pytest.approx(expected, rel=1e-12)
@@ -75,8 +84,8 @@ def test_projection_std_follows_bbt_formula(evaluator, backbone):
 
 
 def test_bbtv2_has_one_projection_per_layer_scaled_by_that_layers_hidden_std(evaluator):
-    prompt = create_prompt(evaluator, small("bbtv2"), TRAIN)
-    hidden = evaluator.hidden_state_stds(TRAIN, prompt.base)
+    prompt = make(evaluator, small("bbtv2"))
+    hidden = evaluator.hidden_state_stds(TRAIN, PromptInputs(embeds=prompt.base[None]))
     sigma_hat = [evaluator.embedding_std(), *hidden[1:]]  # layer 0: word embeddings, as the authors
     assert prompt.config.projection_stds == pytest.approx([projection_std(s, 12, 0.2, 0.2) for s in sigma_hat])
     a0, a1 = prompt.projection(0), prompt.projection(1)
@@ -99,11 +108,11 @@ def test_population_batching_matches_one_by_one(backbone, multi_token):
     one_pass = LocalEvaluator(scorer, chunk_size=10_000)
     chunked = LocalEvaluator(scorer, chunk_size=7)  # splits candidates and (multi-token) examples across passes
     for ev in (one_pass, chunked):
-        batched = ev.label_scores(TRAIN, prompts, deep)
+        batched = ev.label_scores(TRAIN, PromptInputs(embeds=prompts, deep=deep))
         assert batched.shape == (5, len(TRAIN), 2)
         encoded = scorer.encode(TRAIN)
         for p in range(5):
-            alone = scorer.label_scores(encoded, prompts[p : p + 1], deep[:, p : p + 1])
+            alone = scorer.label_scores(encoded, PromptInputs(embeds=prompts[p : p + 1], deep=deep[:, p : p + 1]))
             torch.testing.assert_close(batched[p], alone, atol=1e-5, rtol=0)
     assert one_pass.forward_passes == 1  # 5 candidates × 16 examples (× 2 labels) in one forward
 
@@ -111,9 +120,9 @@ def test_population_batching_matches_one_by_one(backbone, multi_token):
 # --- the search ----------------------------------------------------------------------------------------------------
 def test_bbt_search_counts_calls_lowers_train_loss_and_saves_a_loadable_artifact(evaluator, backbone, tmp_path):
     config = small("bbt", budget=240, eval_every=48)
-    start = create_prompt(evaluator, config, TRAIN)
+    start = make(evaluator, config)
     initial = train_loss(evaluator, start.prompts(torch.zeros(1, 12))).item()
-    result = run_search(evaluator, synthetic_task(), TRAIN, DEV, config, tmp_path, test=TEST, progress=False)
+    result = run_search(evaluator, TRAIN, DEV, config, tmp_path, test=TEST, progress=False)
 
     assert result.calls == 240 and isinstance(result.prompt, BBT)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -134,7 +143,7 @@ def test_bbtv2_gives_each_layer_one_generation_per_round(evaluator, backbone, tm
     assert schedule(config, 2) == [0, 1, 0, 1, 0, 1, 0, 1]
     with pytest.raises(ValueError, match="below one BBTv2 round"):
         schedule(small("bbtv2", budget=11), 2)
-    result = run_search(evaluator, synthetic_task(), TRAIN, DEV, config, tmp_path, test=TEST, progress=False)
+    result = run_search(evaluator, TRAIN, DEV, config, tmp_path, test=TEST, progress=False)
     tensors, state = load_checkpoint(tmp_path / "checkpoint")
     assert tensors["history.es"].tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
     assert result.calls == state["calls"] == 48
@@ -146,10 +155,11 @@ def test_bbtv2_gives_each_layer_one_generation_per_round(evaluator, backbone, tm
 
 
 def test_bbtv2_candidates_keep_other_layers_at_their_committed_value(evaluator):
-    prompt = create_prompt(evaluator, small("bbtv2"), TRAIN)
-    space = make_space(prompt, small("bbtv2"), 0.0)
+    prompt = make(evaluator, small("bbtv2"))
+    space = make_space(prompt, 0.0)
     space.commit(0, torch.ones(12, dtype=torch.float64).numpy())
-    prompts, deep = space.candidates(1, torch.randn(3, 12))
+    candidates = space.candidates(1, torch.randn(3, 12))
+    prompts, deep = candidates.embeds, candidates.deep
     assert prompts.shape == (3, 4, 32) and deep.shape == (2, 3, 4, 32)
     layer0 = prompt.layer_prompts(0, torch.ones(1, 12))[0]
     for p in range(3):
@@ -158,7 +168,7 @@ def test_bbtv2_candidates_keep_other_layers_at_their_committed_value(evaluator):
 
 def test_gradient_free_ulpt_searches_z_scale_and_shift(evaluator, backbone, tmp_path):
     config = small("ulpt", rank=2, search_scale_shift=True, budget=180, sigma=0.5)
-    result = run_search(evaluator, synthetic_task(), TRAIN, DEV, config, tmp_path, progress=False)
+    result = run_search(evaluator, TRAIN, DEV, config, tmp_path, progress=False)
     artifact = PromptArtifact.from_pretrained(tmp_path, backbone)
     prompt = artifact.prompt
     assert isinstance(prompt, ULPT) and prompt.num_trainable_parameters() == 4 * 2 + 2 * 32
@@ -166,20 +176,22 @@ def test_gradient_free_ulpt_searches_z_scale_and_shift(evaluator, backbone, tmp_
         assert not torch.equal(prompt.shift, torch.zeros(32))
     start = ULPT(prompt.config, 32)
     start.initialize(None, config.seed)
-    initial = train_loss(evaluator, start().unsqueeze(0).detach()).item()
+    initial = train_loss(evaluator, start.vectors().unsqueeze(0).detach()).item()
     assert artifact.metrics["train_loss"] < initial
 
 
 def test_evaluator_without_token_embeddings_needs_normal_init(evaluator):
-    class Remote:  # everything but vocab_prompt, like the HTTP client
+    from softprompt.remote.client import RemoteEvaluator
+
+    class Remote:  # the HTTP client's refusal to embed tokens, the local model for the rest
+        vocab_embeddings = RemoteEvaluator.vocab_embeddings
+
         def __getattr__(self, name):
-            if name == "vocab_prompt":
-                raise AttributeError(name)
             return getattr(evaluator, name)
 
     with pytest.raises(ValueError, match="init='normal'"):
-        create_prompt(Remote(), small("bbt"), TRAIN)
-    prompt = create_prompt(Remote(), small("bbt", init="normal"), TRAIN)
+        make(Remote(), small("bbt"))
+    prompt = make(Remote(), small("bbt", init="normal"))
     assert prompt.config.base_token_ids is None
     assert prompt.base.std().item() == pytest.approx(evaluator.embedding_std(), rel=0.25)
 
@@ -201,21 +213,20 @@ def assert_same_run(reference: Path, resumed: Path) -> None:
 @pytest.mark.parametrize("method", ["bbt", "bbtv2", "ulpt"])
 def test_interrupted_search_resumes_exactly(evaluator, tmp_path, method):
     config = small(method, budget=120, search_scale_shift=method == "ulpt")
-    task = synthetic_task()
-    run_search(evaluator, task, TRAIN, DEV, config, tmp_path / "ref", test=TEST, progress=False)
+    run_search(evaluator, TRAIN, DEV, config, tmp_path / "ref", test=TEST, progress=False)
 
     def stop_after_7(info):
         if info["generation"] == 7:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_search(evaluator, task, TRAIN, DEV, config, tmp_path / "cut", test=TEST, progress=False,
+        run_search(evaluator, TRAIN, DEV, config, tmp_path / "cut", test=TEST, progress=False,
                    callback=stop_after_7)  # fmt: skip
     with pytest.raises(FileExistsError, match="--resume"):
-        run_search(evaluator, task, TRAIN, DEV, config, tmp_path / "cut", progress=False)
-    with pytest.raises(ValueError, match="settings differ"):
-        run_search(evaluator, task, TRAIN, DEV, small(method, seed=2), tmp_path / "cut", progress=False, resume=True)
-    resumed = run_search(evaluator, task, TRAIN, DEV, config, tmp_path / "cut", test=TEST, progress=False, resume=True)
+        run_search(evaluator, TRAIN, DEV, config, tmp_path / "cut", progress=False)
+    with pytest.raises(ValueError, match=r"differs from the checkpoint in .*search_config\.seed: 1 -> 2"):
+        run_search(evaluator, TRAIN, DEV, small(method, seed=2), tmp_path / "cut", progress=False, resume=True)
+    resumed = run_search(evaluator, TRAIN, DEV, config, tmp_path / "cut", test=TEST, progress=False, resume=True)
     assert resumed.timing["replay_s"] > 0
     assert_same_run(tmp_path / "ref", tmp_path / "cut")
 
@@ -263,7 +274,6 @@ def test_cli_blackbox_then_eval_on_the_saved_prompt(tmp_path, data_dir, capsys):
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_shared_lower_layers_are_computed_once_with_identical_scores(arch):
-    from softprompt.blackbox.local import LocalEvaluator
     from softprompt.scoring import Scorer
     from softprompt.testing import tiny_backbone
 
@@ -277,11 +287,11 @@ def test_shared_lower_layers_are_computed_once_with_identical_scores(arch):
     deep = torch.randn(backbone.num_layers, 1, n, d, generator=generator).repeat(1, num, 1, 1)
     layer = backbone.num_layers - 1
     deep[layer] = torch.randn(num, n, d, generator=generator)  # only the top layer differs between candidates
-    full = evaluator.label_scores(examples, prompts, deep)
+    full = evaluator.label_scores(examples, PromptInputs(embeds=prompts, deep=deep))
     calls = []  # the MLP of layer 0 only runs when layer 0 really runs
     handle = backbone.layers[0].mlp.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
     try:
-        reused = evaluator.label_scores(examples, prompts, deep, shared_layers=layer)
+        reused = evaluator.label_scores(examples, PromptInputs(embeds=prompts, deep=deep), shared_layers=layer)
     finally:
         handle.remove()
     assert torch.allclose(full, reused, atol=1e-5)

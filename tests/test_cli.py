@@ -18,7 +18,10 @@ def tiny_model_dir(tmp_path_factory):
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, list[dict], str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's own usage errors (exit 2, one line)
+        code = exit_.code
     out, err = capsys.readouterr()
     lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return code, lines, err
@@ -86,7 +89,7 @@ def test_resume_of_finished_run_and_refusal_to_overwrite(capsys, trained, data_d
     ("argv", "message"),
     [
         (["train", "--task", "nope", "--out", "x"], "unknown task"),
-        (["train", "--task", "sst2", "--method", "lora", "--out", "x"], "unknown method"),
+        (["train", "--task", "sst2", "--method", "lora", "--out", "x"], "invalid choice: 'lora'"),
         (["train", "--task", "sst2", "--method", "prompt_tuning", "--rank", "4", "--out", "x"], "does not take"),
         (["eval", "/nonexistent/artifact"], "not a softprompt artifact"),
         (["info", "/nonexistent/artifact"], "not a softprompt artifact"),

@@ -13,6 +13,7 @@ import torch
 from softprompt.cli import main
 from softprompt.cli.common import count_truncated
 from softprompt.evaluation import evaluate
+from softprompt.models.inputs import PromptInputs
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import DataError, Example, Task
 from softprompt.tasks.custom import (
@@ -175,7 +176,7 @@ def test_generation_target_trains_on_target_tokens_and_reports_metrics(tmp_path)
     batch = scorer.encode(train[:2])
     assert (batch.targets >= 0).sum(-1).tolist() == [2, 2]  # the answer word + end of sequence, not the input
     prompt = torch.zeros(1, 3, backbone.hidden_size, requires_grad=True)
-    loss = scorer.loss(batch, prompt)
+    loss = scorer.loss(batch, PromptInputs(embeds=prompt))
     loss.backward()
     assert torch.isfinite(loss) and prompt.grad.abs().sum() > 0
     metrics = evaluate(scorer, validation, None)

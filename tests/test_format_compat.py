@@ -24,5 +24,5 @@ def test_format_1_artifacts_load_and_score_as_when_written(method):
     artifact = PromptArtifact.from_pretrained(folder / method, backbone)
     assert artifact.prompt.config.method == {"prompt": "prompt_tuning"}.get(method, method)
     examples = [Example(text) for text in expected["examples"]]
-    probs, _ = label_probabilities(Scorer(backbone, synthetic_task()), examples, artifact.prompt)
+    probs = label_probabilities(Scorer(backbone, synthetic_task()), examples, artifact.prompt)
     torch.testing.assert_close(probs, torch.tensor(expected["probabilities"][method]), atol=1e-5, rtol=1e-4)

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from softprompt.evaluator import BackboneAccess
 from softprompt.prompts import ULPT, PromptTuning, PromptTuningConfig, ULPTConfig, build_prompt, config_from_dict
 from softprompt.testing import tiny_backbone
 
@@ -29,24 +30,24 @@ def test_ulpt_count_for_smollm2_and_ablations():
 
 
 def test_ulpt_output_is_projected_scaled_and_shifted():
-    prompt = ULPT(ULPTConfig(prompt_len=5, rank=3, seed=11), hidden_size=8)
+    prompt = ULPT(ULPTConfig(prompt_len=5, rank=3, projection_seed=11), hidden_size=8)
     prompt.initialize(None, seed=0)
     with torch.no_grad():
         prompt.scale.uniform_(0.5, 2.0)
         prompt.shift.normal_()
     expected = (prompt.z @ prompt.projection.weight) * prompt.scale + prompt.shift
-    assert prompt().shape == (5, 8)
-    assert torch.allclose(prompt(), expected)
+    assert prompt.vectors().shape == (5, 8)
+    assert torch.allclose(prompt.vectors(), expected)
 
 
 def test_ulpt_state_holds_no_projection_and_round_trips():
-    a = ULPT(ULPTConfig(prompt_len=4, rank=2, seed=3), 16)
+    a = ULPT(ULPTConfig(prompt_len=4, rank=2, projection_seed=3), 16)
     a.initialize(None, seed=1)
     state = a.state_tensors()
     assert set(state) == {"z", "scale", "shift"}
     b = build_prompt(config_from_dict(a.config.to_dict()), 16)
     b.load_state_tensors(state)
-    assert torch.equal(a(), b())
+    assert torch.equal(a.vectors(), b.vectors())
 
 
 def test_disabled_scale_and_shift_are_frozen_and_not_stored():
@@ -55,7 +56,7 @@ def test_disabled_scale_and_shift_are_frozen_and_not_stored():
     assert not prompt.scale.requires_grad and not prompt.shift.requires_grad
     other = ULPT(ULPTConfig(prompt_len=4, rank=2, use_scale=False, use_shift=False), 16)
     other.load_state_tensors(prompt.state_tensors())
-    assert torch.equal(prompt(), other())
+    assert torch.equal(prompt.materialize().embeds, other.materialize().embeds)
 
 
 def test_load_rejects_wrong_shapes_and_names():
@@ -69,14 +70,14 @@ def test_load_rejects_wrong_shapes_and_names():
 def test_vanilla_initialisation_from_vocab_and_text():
     backbone = tiny_backbone()
     vocab = build_prompt(PromptTuningConfig(prompt_len=6), backbone.hidden_size)
-    vocab.initialize(backbone, seed=0)
+    vocab.initialize(BackboneAccess(backbone), seed=0)
     table = backbone.word_embeddings.weight
     # every prompt row is one of the vocabulary embeddings
-    assert all(torch.isclose(table, row).all(-1).any() for row in vocab())
+    assert all(torch.isclose(table, row).all(-1).any() for row in vocab.embedding)
     text = build_prompt(PromptTuningConfig(prompt_len=5, init="text", init_text="good movie"), backbone.hidden_size)
-    text.initialize(backbone, seed=0)
+    text.initialize(BackboneAccess(backbone), seed=0)
     ids = backbone.tokenize("good movie")
-    assert torch.equal(text()[0], table[ids[0]]) and torch.equal(text()[2], table[ids[0]])
+    assert torch.equal(text.embedding[0], table[ids[0]]) and torch.equal(text.embedding[2], table[ids[0]])
 
 
 def test_config_validation():

@@ -17,8 +17,9 @@ import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
 from softprompt.models.backbone import Backbone  # noqa: E402
+from softprompt.models.inputs import PromptInputs  # noqa: E402
+from softprompt.models.statistics import clipped_std  # noqa: E402
 from softprompt.remote.client import EndpointError, EndpointUnavailable, RemoteEvaluator  # noqa: E402
-from softprompt.remote.inference import clipped_std  # noqa: E402
 from softprompt.remote.server import Limits, create_app  # noqa: E402
 from softprompt.remote.wire import MEDIA_TYPE, batch_to_tensors, encode  # noqa: E402
 from softprompt.scoring import Scorer  # noqa: E402
@@ -65,7 +66,7 @@ def local_scores(bb: Backbone, task: Task, prompts: torch.Tensor, deep: torch.Te
     batch = scorer.encode(EXAMPLES)
     with torch.no_grad():
         one = [deep[:, i : i + 1] if deep is not None else None for i in range(P)]
-        rows = [scorer.label_scores(batch, prompts[i : i + 1], one[i]) for i in range(P)]
+        rows = [scorer.label_scores(batch, PromptInputs(embeds=prompts[i : i + 1], deep=one[i])) for i in range(P)]
     return torch.stack(rows)
 
 
@@ -84,7 +85,7 @@ def test_remote_label_scores_match_local(arch: str, task: Task, llama: Backbone)
     assert (evaluator.hidden_size, evaluator.num_layers) == (bb.hidden_size, bb.num_layers)
     assert evaluator.describe()["fingerprint"] == bb.fingerprint
     for d in (None, deep):
-        got = evaluator.label_scores(EXAMPLES, prompts, d)
+        got = evaluator.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=d))
         assert got.shape == (P, len(EXAMPLES), len(task.labels))
         torch.testing.assert_close(got, local_scores(bb, task, prompts, d), atol=1e-5, rtol=1e-5)
 
@@ -97,23 +98,26 @@ def test_population_larger_than_one_request_is_split(llama: Backbone) -> None:
     requests = []
     original = evaluator._binary
     evaluator._binary = lambda *a, **k: requests.append(1) or original(*a, **k)
-    got = evaluator.label_scores(EXAMPLES, prompts, deep)
+    got = evaluator.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=deep))
     assert len(requests) == -(-P // 2) > 1
     torch.testing.assert_close(got, local_scores(llama, SINGLE, prompts, deep), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("task", [SINGLE, MULTI], ids=["single-token", "multi-token"])
 def test_remote_matches_local_evaluator(llama: Backbone, task: Task) -> None:
-    local_mod = pytest.importorskip("softprompt.blackbox.local")
-    local = local_mod.LocalEvaluator(Scorer(llama, task), chunk_size=4)
+    from softprompt.evaluator import LocalEvaluator
+
+    local = LocalEvaluator(Scorer(llama, task), chunk_size=4)
     evaluator = remote(llama, task)
     prompts, deep = candidates(llama)
     for d in (None, deep):
-        want = local.label_scores(EXAMPLES, prompts, d)
-        torch.testing.assert_close(evaluator.label_scores(EXAMPLES, prompts, d), want, atol=1e-5, rtol=1e-5)
+        want = local.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=d))
+        torch.testing.assert_close(
+            evaluator.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=d)), want, atol=1e-5, rtol=1e-5
+        )
     assert evaluator.embedding_std() == pytest.approx(local.embedding_std(), rel=1e-6)
-    stds = local.hidden_state_stds(EXAMPLES, prompts[0])
-    assert evaluator.hidden_state_stds(EXAMPLES, prompts[0]) == pytest.approx(stds, rel=1e-6)
+    stds = local.hidden_state_stds(EXAMPLES, PromptInputs(embeds=prompts[:1]))
+    assert evaluator.hidden_state_stds(EXAMPLES, PromptInputs(embeds=prompts[:1])) == pytest.approx(stds, rel=1e-6)
 
 
 def test_statistics(llama: Backbone) -> None:
@@ -128,7 +132,9 @@ def test_statistics(llama: Backbone) -> None:
     with torch.no_grad():
         out = llama.model.base_model(inputs_embeds=embeds, attention_mask=mask, output_hidden_states=True)
     want = [clipped_std(h[mask.bool()]) for h in out.hidden_states[: llama.num_layers]]
-    assert evaluator.hidden_state_stds(EXAMPLES, prompt) == pytest.approx(want, rel=1e-5)
+    assert evaluator.hidden_state_stds(
+        EXAMPLES, PromptInputs(embeds=prompt.reshape(1, -1, prompt.shape[-1]))
+    ) == pytest.approx(want, rel=1e-5)
 
 
 def test_clipped_std_tames_outliers() -> None:
@@ -185,7 +191,7 @@ def test_client_raises_4xx_without_retrying(llama: Backbone) -> None:
     evaluator = remote(llama, SINGLE)
     evaluator.retries = 50  # a 4xx must not be retried at all
     with pytest.raises(EndpointError, match="hidden size 5"):
-        evaluator.label_scores(EXAMPLES, torch.zeros(1, N, 5))
+        evaluator.label_scores(EXAMPLES, PromptInputs(embeds=torch.zeros(1, N, 5)))
 
 
 # --- a real socket: late start, restart, nothing listening -----------------------------------------------------
@@ -230,11 +236,15 @@ def test_late_start_and_restart(llama: Backbone, port: int) -> None:
     first = Server(llama, port).start(delay=0.5)  # the search starts before the endpoint is up
     try:
         with RemoteEvaluator(url, SINGLE, **FAST) as evaluator:
-            torch.testing.assert_close(evaluator.label_scores(EXAMPLES, prompts, deep), want, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(
+                evaluator.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=deep)), want, atol=1e-5, rtol=1e-5
+            )
             first.stop()
             second = Server(llama, port).start(delay=0.5)  # restarted while the search goes on
             try:
-                got = evaluator.label_scores(EXAMPLES, prompts, deep)  # stale keep-alive connection, then refusals
+                got = evaluator.label_scores(
+                    EXAMPLES, PromptInputs(embeds=prompts, deep=deep)
+                )  # stale keep-alive connection, then refusals
                 torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
             finally:
                 second.wait_started()
@@ -247,7 +257,7 @@ def test_unreachable_endpoint_fails_fast_with_a_hint(port: int) -> None:
     evaluator = RemoteEvaluator(f"http://127.0.0.1:{port}", SINGLE, retries=3, backoff=0.05, max_wait=1.0)
     start = time.monotonic()
     with pytest.raises(EndpointUnavailable, match=f"127.0.0.1:{port} after 3 tries.*softprompt serve-lm"):
-        evaluator.label_scores(EXAMPLES, torch.zeros(1, N, 32))
+        evaluator.label_scores(EXAMPLES, PromptInputs(embeds=torch.zeros(1, N, 32)))
     assert time.monotonic() - start < 2.0
 
 

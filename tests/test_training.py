@@ -81,7 +81,7 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path):
         else:
             train_prompt(scorer, prompt, data, data, config, tmp_path, progress=False)
     prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2), backbone, seed=0)
-    with pytest.raises(ValueError, match="settings differ"):
+    with pytest.raises(ValueError, match=r"train_config\.steps: 2 -> 4"):
         train_prompt(
             scorer,
             prompt,
@@ -92,6 +92,57 @@ def test_existing_run_is_not_overwritten_without_resume(tmp_path):
             resume=True,
             progress=False,
         )
+
+
+def test_resume_refuses_other_data_projection_seed_or_model_listing_the_differences(tmp_path):
+    """Continuing with another data file, projection seed or model would train a hybrid prompt."""
+    backbone = learnable_backbone()
+    scorer = Scorer(backbone, synthetic_task())
+    config = TrainConfig(steps=2, batch_size=4, lr=0.1, eval_every=2)
+    data = synthetic_examples(8, 0)
+
+    def run(data=data, projection_seed=0, model=backbone, **kw):
+        prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2, projection_seed=projection_seed), model, seed=0)
+        return train_prompt(Scorer(model, synthetic_task()), prompt, data, data, config, tmp_path, progress=False,
+                            **kw)  # fmt: skip
+
+    run()
+    with pytest.raises(ValueError, match=r"^--resume: this run differs from the checkpoint in data: "):
+        run(data=synthetic_examples(8, 1), resume=True)
+    with pytest.raises(ValueError, match=r"prompt_config\.projection_seed: 0 -> 5"):
+        run(projection_seed=5, resume=True)
+    with pytest.raises(ValueError, match="model_fingerprint"):
+        run(model=learnable_backbone(seed=1), resume=True)
+    assert scorer.task.name  # the original run is intact and can still be resumed
+    run(resume=True)
+
+
+def test_out_holding_an_artifact_without_checkpoint_is_not_overwritten_unless_asked(tmp_path):
+    backbone = learnable_backbone()
+    scorer = Scorer(backbone, synthetic_task())
+    data = synthetic_examples(8, 0)
+    prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2), backbone, seed=0)
+    PromptArtifact(prompt, backbone.describe(), synthetic_task()).save_pretrained(tmp_path)
+    before = (tmp_path / "prompt.json").read_bytes()
+    config = TrainConfig(steps=2, batch_size=4, lr=0.1, eval_every=2)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train_prompt(scorer, prompt, data, data, config, tmp_path, progress=False)
+    assert (tmp_path / "prompt.json").read_bytes() == before
+    train_prompt(scorer, prompt, data, data, config, tmp_path, progress=False, overwrite=True)
+    assert (tmp_path / "prompt.json").read_bytes() != before
+
+
+def test_diverged_training_stops_with_a_clear_error_and_keeps_no_inf_prompt(tmp_path):
+    backbone = learnable_backbone()
+    scorer = Scorer(backbone, synthetic_task())
+    data = synthetic_examples(8, 0)
+    prompt = new_prompt(make_prompt_config("prompt_tuning", 4), backbone, seed=0)
+    with torch.no_grad():
+        prompt.embedding.fill_(float("inf"))
+    with pytest.raises(ValueError, match="diverged"):
+        train_prompt(scorer, prompt, data, data, TrainConfig(steps=4, batch_size=4, lr=1e30, eval_every=2), tmp_path,
+                     progress=False)  # fmt: skip
+    assert not (tmp_path / "prompt.json").exists()
 
 
 def run_script(out: Path, *flags: str) -> subprocess.Popen:
@@ -107,13 +158,13 @@ def test_kill_minus_nine_then_resume_ends_with_the_same_prompt(tmp_path):
     latest = interrupted / "checkpoint" / "latest.json"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if latest.exists() and 10 <= json.loads(latest.read_text())["step"] < 40:
+        if latest.exists() and 3 <= json.loads(latest.read_text())["step"] < 20:  # before the first evaluation
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     killed_at = json.loads(latest.read_text())["step"]
-    assert 10 <= killed_at < 40, "the run should have been killed part-way"
+    assert 3 <= killed_at < 20, "the run should have been killed before its first evaluation"
 
     assert run_script(interrupted, "--resume").wait(timeout=120) == 0
     ref = PromptArtifact.from_pretrained(reference).prompt.state_tensors()
@@ -124,3 +175,8 @@ def test_kill_minus_nine_then_resume_ends_with_the_same_prompt(tmp_path):
     ref_meta = json.loads((reference / "prompt.json").read_text())
     got_meta = json.loads((interrupted / "prompt.json").read_text())
     assert got_meta["metrics"] == ref_meta["metrics"]
+    # the log holds each record once, as the uninterrupted run's does (no duplicates after the restart)
+    ref_log = [line for line in (reference / "log.jsonl").read_text().splitlines() if "elapsed_s" not in line]
+    got_log = [line for line in (interrupted / "log.jsonl").read_text().splitlines() if "elapsed_s" not in line]
+    keys = [(r.get("step"), r.get("split")) for r in map(json.loads, got_log)]
+    assert len(keys) == len(set(keys)) and len(got_log) == len(ref_log)

@@ -9,6 +9,7 @@ tuned.evaluate("test", data_dir="data")        # {'accuracy': ..., ...}
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 from softprompt.artifact import PromptArtifact
 from softprompt.evaluation import Prediction, evaluate, predict
+from softprompt.evaluator import BackboneAccess, LocalEvaluator
 from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone
 from softprompt.prompts import PromptConfig, PromptTuningConfig, ULPTConfig, build_prompt
 from softprompt.prompts.base import SoftPrompt
@@ -47,8 +49,9 @@ def with_builtin_loaders(task: Task) -> Task:
     return with_file_loaders(task)
 
 
-def make_prompt_config(method: str, prompt_len: int = 100, **options: Any) -> PromptConfig:
-    """A method's config from flat options (unknown options for that method are an error)."""
+def make_prompt_config(method: str, prompt_len: int | None = None, **options: Any) -> PromptConfig:
+    """A method's config from flat options (unknown options for that method are an error; unset ones keep the
+    config's defaults)."""
     from softprompt.prompts import REGISTRY
 
     if method not in REGISTRY:
@@ -58,12 +61,19 @@ def make_prompt_config(method: str, prompt_len: int = 100, **options: Any) -> Pr
     unknown = {k for k, v in options.items() if v is not None and k not in fields}
     if unknown:
         raise ValueError(f"method {method!r} does not take {sorted(unknown)}")
-    return config_class(prompt_len=prompt_len, **{k: v for k, v in options.items() if k in fields and v is not None})
+    options = {k: v for k, v in options.items() if k in fields and v is not None}
+    if prompt_len is not None:
+        options["prompt_len"] = prompt_len
+    return config_class(**options)
 
 
 def new_prompt(config: PromptConfig, backbone: Backbone, seed: int = 0) -> SoftPrompt:
+    """A fresh prompt on `backbone`, initialised from it (training calibrates it on the task's examples)."""
+    config = copy.deepcopy(config)  # the prompt records values measured on the model; the caller's stays as it was
+    if "num_layers" in getattr(config, "__dataclass_fields__", {}):
+        config.num_layers = backbone.num_layers  # per-layer methods take the model's depth
     prompt = build_prompt(config, backbone.hidden_size)
-    prompt.initialize(backbone, seed)
+    prompt.initialize(BackboneAccess(backbone), seed)
     return prompt
 
 
@@ -72,12 +82,13 @@ def tune(
     *,
     out: PathLike,
     method: str = "ulpt",
-    prompt_len: int = 100,
+    prompt_len: int | None = None,
     model: str | Backbone = DEFAULT_MODEL,
     data_dir: PathLike | None = None,
     train_config: TrainConfig | None = None,
     splits: tuple[Sequence[Example], Sequence[Example], Sequence[Example] | None] | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = True,
     **method_options: Any,
 ) -> TrainResult:
@@ -99,6 +110,7 @@ def tune(
         out,
         test=test,
         resume=resume,
+        overwrite=overwrite,
         progress=progress,
     )
 
@@ -115,15 +127,19 @@ class TunedPrompt:
     def scorer(self) -> Scorer:
         return Scorer(self.backbone, self.task)
 
+    @property
+    def evaluator(self) -> LocalEvaluator:
+        return LocalEvaluator(self.scorer)
+
     def predict(self, texts: Sequence[str | tuple[str, str]], batch_size: int = 32) -> list[Prediction]:
         examples = [Example(*t) if isinstance(t, tuple) else Example(t) for t in texts]
-        return predict(self.scorer, examples, self.artifact.prompt, batch_size)
+        return predict(self.evaluator, examples, self.artifact.prompt, batch_size)
 
     def evaluate(
         self, split: str = "test", data_dir: PathLike | None = None, examples: Sequence[Example] | None = None
     ) -> dict[str, float]:
         examples = examples if examples is not None else self.task.load(split, data_dir)
-        return evaluate(self.scorer, examples, self.artifact.prompt)
+        return evaluate(self.evaluator, examples, self.artifact.prompt)
 
 
 def load(directory: PathLike, model: str | Backbone | None = None, task: str | Task | None = None) -> TunedPrompt:

@@ -117,11 +117,15 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _v1_to_v2(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Format 2 renamed vanilla prompt tuning's method string from "prompt" to "prompt_tuning"."""
+    """Format 2 renamed vanilla prompt tuning's method string from "prompt" to "prompt_tuning", and the projection
+    seed of ULPT, BBT and BBTv2 from "seed" to "projection_seed"."""
     metadata = {**metadata, "format_version": 2}
+    config = dict(metadata.get("config") or {})
     if metadata.get("method") == "prompt":
-        metadata["method"] = "prompt_tuning"
-        metadata["config"] = {**metadata["config"], "method": "prompt_tuning"}
+        metadata["method"] = config["method"] = "prompt_tuning"
+    if metadata.get("method") in ("ulpt", "bbt", "bbtv2") and "seed" in config:
+        config["projection_seed"] = config.pop("seed")
+    metadata["config"] = config
     return metadata
 
 

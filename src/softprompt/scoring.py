@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from softprompt.models.backbone import Backbone, EncodedBatch
+from softprompt.models.inputs import PromptInputs
 from softprompt.tasks.base import Example, Task
 
 
@@ -92,33 +93,25 @@ class Scorer:
     def label_scores(
         self,
         batch: ScoringBatch,
-        prompt: torch.Tensor | None,
-        deep: torch.Tensor | None = None,
+        prompt: PromptInputs | None,
         start: tuple[int, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """(examples, C) label scores; softmax over them gives the label distribution.
 
         `start` (causal models): resume the forward pass at a layer from a precomputed hidden state."""
-        options = {} if start is None else {"start": start}
-        hidden = self.backbone.hidden_states(batch.encoded, prompt, deep, **options)
+        hidden = self.backbone.hidden_states(batch.encoded, prompt, start=start)
         if self.single_token:
             return self.backbone.logits(hidden[:, 0], self.label_ids).float()
         token_logp = self._target_logprobs(hidden, batch)  # (rows,)
         return token_logp.view(batch.num_examples, batch.rows_per_example)
 
-    def loss(
-        self,
-        batch: ScoringBatch,
-        prompt: torch.Tensor | None,
-        deep: torch.Tensor | None = None,
-        kind: str = "ce",
-    ) -> torch.Tensor:
+    def loss(self, batch: ScoringBatch, prompt: PromptInputs | None, kind: str = "ce") -> torch.Tensor:
         """Mean loss over the batch: cross-entropy on label scores (or target tokens for generation)."""
         if self.task.kind == "generation":
-            hidden = self.backbone.hidden_states(batch.encoded, prompt, deep)
+            hidden = self.backbone.hidden_states(batch.encoded, prompt)
             logits = self.backbone.logits(hidden).float()
             return F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten().to(logits.device), ignore_index=-100)
-        scores = self.label_scores(batch, prompt, deep)
+        scores = self.label_scores(batch, prompt)
         return classification_loss(scores, batch.labels.to(scores.device), kind).mean()
 
     def _target_logprobs(self, hidden: torch.Tensor, batch: ScoringBatch) -> torch.Tensor:

@@ -10,20 +10,18 @@ builds a whole population's prompts with one matmul, (P, dim) @ (dim, n·D).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from softprompt.blackbox.evaluator import PromptEvaluator
-from softprompt.prompts.base import SoftPrompt
-from softprompt.prompts.bbt import BBT, BBTConfig, BBTv2, BBTv2Config, normal_base, projection_std
-from softprompt.prompts.ulpt import ULPT, ULPTConfig
+from softprompt.models.inputs import PromptInputs
+from softprompt.prompts import build_prompt
+from softprompt.prompts.base import ModelAccess, PromptConfig, SoftPrompt
+from softprompt.prompts.bbt import BBT, BBTv2
+from softprompt.prompts.ulpt import ULPT
 from softprompt.tasks.base import Example
-
-if TYPE_CHECKING:
-    from softprompt.blackbox.search import BlackBoxConfig
 
 
 class Space:
@@ -40,18 +38,17 @@ class Space:
     def stds(self, es: int) -> np.ndarray | None:
         return None  # per-coordinate step-size multipliers (pycma's CMA_stds)
 
-    def candidates(self, es: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(P, dim) search vectors -> prompts (P, n, D) and deep prompts (L, P, n, D) or None."""
+    def candidates(self, es: int, x: torch.Tensor) -> PromptInputs:
+        """(P, dim) search vectors -> the P candidates' prompts, one row each."""
         raise NotImplementedError
 
     def commit(self, es: int, x: np.ndarray) -> None:
         raise NotImplementedError
 
     @torch.no_grad()
-    def current(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The committed solution as (1, n, D) and (L, 1, n, D) | None."""
-        deep = self.prompt.deep_prompts()
-        return self.prompt().detach().unsqueeze(0), None if deep is None else deep.unsqueeze(1)
+    def current(self) -> PromptInputs:
+        """The committed solution."""
+        return self.prompt.materialize()
 
 
 class BBTSpace(Space):
@@ -61,8 +58,8 @@ class BBTSpace(Space):
         return np.zeros(self.prompt.config.dim)
 
     @torch.no_grad()
-    def candidates(self, es: int, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.prompt.prompts(x), None
+    def candidates(self, es: int, x: torch.Tensor) -> PromptInputs:
+        return PromptInputs(embeds=self.prompt.prompts(x))
 
     @torch.no_grad()
     def commit(self, es: int, x: np.ndarray) -> None:
@@ -90,14 +87,14 @@ class BBTv2Space(Space):
         self._stale.clear()
 
     @torch.no_grad()
-    def candidates(self, es: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def candidates(self, es: int, x: torch.Tensor) -> PromptInputs:
         self._stale.discard(es)  # this layer is replaced by the candidates anyway
         self._refresh()
         weight = self.prompt.projection(es)
         self._weight = (es, weight)
         deep = self._deep.unsqueeze(1).repeat(1, len(x), 1, 1)
         deep[es] = self.prompt.layer_prompts(es, x, weight)
-        return self.prompt.base.expand(len(x), -1, -1), deep
+        return PromptInputs(embeds=self.prompt.base.expand(len(x), -1, -1), deep=deep)
 
     @torch.no_grad()
     def commit(self, es: int, x: np.ndarray) -> None:
@@ -109,19 +106,21 @@ class BBTv2Space(Space):
         self._weight = None
 
     @torch.no_grad()
-    def current(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def current(self) -> PromptInputs:
         self._refresh()
-        return self.prompt.base.unsqueeze(0), self._deep.unsqueeze(1).clone()
+        return PromptInputs(embeds=self.prompt.base.unsqueeze(0), deep=self._deep.unsqueeze(1).clone())
 
 
 class ULPTSpace(Space):
-    """x = [z (n·r)] or [z, scale (D), shift (D)]; p = (z·A) ⊙ scale + shift for the whole population at once."""
+    """x = [z (n·r)] or [z, scale (D), shift (D)]; p = (z·A) ⊙ scale + shift for the whole population at once.
+
+    Scale and shift are searched when the ULPT config makes them learnable (use_scale and use_shift)."""
 
     prompt: ULPT
 
-    def __init__(self, prompt: ULPT, search_scale_shift: bool, shift_std: float) -> None:
+    def __init__(self, prompt: ULPT, shift_std: float) -> None:
         super().__init__(prompt)
-        self.scale_shift = search_scale_shift
+        self.scale_shift = prompt.config.use_scale and prompt.config.use_shift
         self.shift_std = shift_std
         self.nr = prompt.z.numel()
 
@@ -138,12 +137,12 @@ class ULPTSpace(Space):
         return np.concatenate([np.ones(self.nr), np.full(d, 0.1), np.full(d, self.shift_std)])
 
     @torch.no_grad()
-    def candidates(self, es: int, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def candidates(self, es: int, x: torch.Tensor) -> PromptInputs:
         p, d = self.prompt, self.prompt.hidden_size
         prompts = p.projection(x[:, : self.nr].view(len(x), p.prompt_len, -1))
         if self.scale_shift:
-            return prompts * x[:, None, self.nr : self.nr + d] + x[:, None, self.nr + d :], None
-        return prompts * p.scale + p.shift, None
+            return PromptInputs(embeds=prompts * x[:, None, self.nr : self.nr + d] + x[:, None, self.nr + d :])
+        return PromptInputs(embeds=prompts * p.scale + p.shift)
 
     @torch.no_grad()
     def commit(self, es: int, x: np.ndarray) -> None:
@@ -154,49 +153,21 @@ class ULPTSpace(Space):
             p.shift.copy_(x_t[self.nr + d :])
 
 
-def make_space(prompt: SoftPrompt, config: BlackBoxConfig, shift_std: float = 0.0) -> Space:
+def make_space(prompt: SoftPrompt, shift_std: float = 0.0) -> Space:
     """The search space for a prompt module; `shift_std`: ULPT shift step multiplier (the embedding std)."""
     if isinstance(prompt, BBTv2):
         return BBTv2Space(prompt)
     if isinstance(prompt, BBT):
         return BBTSpace(prompt)
     if isinstance(prompt, ULPT):
-        return ULPTSpace(prompt, config.search_scale_shift, shift_std)
+        return ULPTSpace(prompt, shift_std)
     raise ValueError(f"no black-box search space for {type(prompt).__name__}")
 
 
-# --- creating the prompt: P₀ and projection stds from the model ----------------------------------------------------
-def base_prompt(evaluator: PromptEvaluator, config: BlackBoxConfig, std_hat: float) -> tuple[torch.Tensor, list | None]:
-    if config.init == "normal":
-        return normal_base(config.seed, config.prompt_len, evaluator.hidden_size, std_hat), None
-    vocab_prompt = getattr(evaluator, "vocab_prompt", None)
-    if vocab_prompt is None:
-        raise ValueError(f"{type(evaluator).__name__} cannot embed tokens for P₀; use init='normal' (--init normal)")
-    return vocab_prompt(config.prompt_len, config.seed)
-
-
-def create_prompt(evaluator: PromptEvaluator, config: BlackBoxConfig, train: Sequence[Example]) -> SoftPrompt:
-    """A fresh prompt for `config.method`, calibrated on the model (BBTv2: one forward pass over `train`)."""
-    hidden, std_hat = evaluator.hidden_size, evaluator.embedding_std()
-    n, d, seed = config.prompt_len, config.dim, config.seed
-    if config.method == "ulpt":
-        scale_shift = config.search_scale_shift
-        ulpt = ULPT(ULPTConfig(n, rank=config.rank, seed=seed, use_scale=scale_shift, use_shift=scale_shift), hidden)
-        ulpt.initialize(None, seed)
-        return ulpt
-    base, ids = base_prompt(evaluator, config, std_hat)
-    if config.method == "bbt":
-        std = projection_std(std_hat, d, config.alpha, config.sigma)
-        bbt_config = BBTConfig(n, dim=d, seed=seed, projection_std=std, init=config.init, base_token_ids=ids)
-        prompt: SoftPrompt = BBT(bbt_config, hidden)
-    else:
-        # σ̂_0: word embeddings (as the authors); σ̂_l: clipped std of the hidden states entering layer l with P₀ in place
-        layer_stds = [std_hat, *evaluator.hidden_state_stds(train, base)[1:]]
-        stds = [projection_std(s, d, config.alpha, config.sigma) for s in layer_stds]
-        v2_config = BBTv2Config(
-            n, d, evaluator.num_layers, seed, projection_stds=stds, init=config.init, base_token_ids=ids
-        )
-        prompt = BBTv2(v2_config, hidden)
-    with torch.no_grad():
-        prompt.base.copy_(base)
+def create_prompt(model: ModelAccess, config: PromptConfig, train: Sequence[Example], seed: int) -> SoftPrompt:
+    """A fresh prompt for `config` (a copy: the caller's config is left as it was), initialised and calibrated on
+    the model exactly as gradient training does."""
+    prompt = build_prompt(copy.deepcopy(config), model.hidden_size)
+    prompt.initialize(model, seed)
+    prompt.calibrate(model, train)
     return prompt

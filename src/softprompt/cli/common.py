@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from softprompt.cli.options import fields_of
 from softprompt.models import DEFAULT_MODEL
 from softprompt.tasks.base import Example, Task
 
@@ -64,6 +65,25 @@ def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False, 
     own.add_argument("--verbalizer", nargs="+", metavar="LABEL=WORD",
                      help="word for each label, e.g. positive=' good' (default: ' <label>')")  # fmt: skip
     own.add_argument("--metrics", nargs="+", help="metric names; the first picks the best checkpoint")
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> None:
+    """Where a run writes, and whether it continues or replaces what is there (softprompt.runs.RunFolder)."""
+    parser.add_argument("--out", required=True, help="output folder for the artifact, log and checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue the run saved in --out (exactly)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run or artifact in --out")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Every method option the user typed (a method refuses the options it does not take)."""
+    from softprompt.prompts import REGISTRY
+
+    names = {f.name for config, _ in REGISTRY.values() for f in fields_of(config)}
+    options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if options.get("init_text") is not None and "init" not in options:
+        options["init"] = "text"  # --init-text alone means: start from this text
+    return options
 
 
 def add_limit_args(parser: argparse.ArgumentParser) -> None:
@@ -145,9 +165,10 @@ def subset(examples: Sequence[Example], limit: int | None, seed: int = 0) -> lis
     return [examples[i] for i in keep]
 
 
-def load_splits(args: argparse.Namespace, task: Task) -> tuple[list[Example], list[Example], list[Example], dict]:
+def load_splits(
+    args: argparse.Namespace, task: Task, seed: int = 0
+) -> tuple[list[Example], list[Example], list[Example], dict]:
     """train, validation, test (each possibly subsampled) and a record of what was used, for the artifact."""
-    seed = getattr(args, "seed", 0)
     train = subset(task.load("train", args.data_dir), args.max_train_examples, seed)
     validation = subset(task.load("validation", args.data_dir), args.max_eval_examples, seed)
     test = subset(task.load("test", args.data_dir), args.max_test_examples, seed)

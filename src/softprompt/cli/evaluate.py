@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from softprompt.artifact import read_metadata
     from softprompt.cli import print_json
     from softprompt.evaluation import evaluate
+    from softprompt.evaluator import LocalEvaluator
     from softprompt.scoring import Scorer
 
     if args.zero_shot:
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         backbone = backbone_from_args(args)
         scorer = Scorer(backbone, task)
         warn_truncated(scorer, {args.data or args.split: examples})
-        metrics = evaluate(scorer, examples, None, args.batch_size, progress=True)
+        metrics = evaluate(LocalEvaluator(scorer), examples, None, args.batch_size, progress=True)
         print_json({"task": task.name, "split": args.data or args.split, "prompt": None, **metrics})
         return 0
     if not args.dir:
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     tuned = load(args.dir, model=model, task=args.task)
     examples = subset(eval_examples(args, tuned.task, args.split), args.limit)
     warn_truncated(tuned.scorer, {args.data or args.split: examples})
-    metrics = evaluate(tuned.scorer, examples, tuned.artifact.prompt, args.batch_size, progress=True)
+    metrics = evaluate(tuned.evaluator, examples, tuned.artifact.prompt, args.batch_size, progress=True)
     split = args.data or args.split
     print_json({"task": tuned.task.name, "split": split, "method": tuned.artifact.method, **metrics})
     return 0

@@ -1,20 +1,53 @@
 """The interface every prompt parametrisation implements.
 
-A `SoftPrompt` is a small module that produces the n×D prompt matrix that is prepended to the input embeddings
-(and, for deep prompts, per-layer additions). It knows its trainable-parameter count and which tensors make up
-its saved state; how it enters a model is `softprompt.models`' job, how it is stored is `softprompt.artifact`'s.
+A `SoftPrompt` is a small module whose parameters say what the prompt is; `materialize()` turns them into the one
+value that says what it does to the model (`PromptInputs`: input-layer vectors, deep prompts, a key/value prefix, a
+text-embedding update). How that value enters a model is `softprompt.models`' job, how the prompt is stored is
+`softprompt.artifact`'s, how it is optimised is training's (gradients) or blackbox's (CMA-ES) — both call the same
+three hooks:
+
+    initialize(model, seed)      model-dependent starting values (vocabulary embeddings, ...)
+    calibrate(model, examples)   frozen scales measured on the model (BBT's projection std, BBTv2's per-layer stds)
+    param_groups(lr)             the optimiser's parameter groups (a method may want two learning rates)
+
+`model` is any `ModelAccess`: a local evaluator on an in-process model, or a remote one behind HTTP.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
+from softprompt.models.inputs import PromptInputs
+
 if TYPE_CHECKING:
-    from softprompt.models.backbone import Backbone
+    from softprompt.tasks.base import Example
+
+
+class ModelAccess(Protocol):
+    """What a prompt may ask of the model it is made for (forward-only: no weights need to be visible)."""
+
+    @property
+    def hidden_size(self) -> int: ...
+
+    @property
+    def num_layers(self) -> int: ...
+
+    def embedding_std(self) -> float: ...
+
+    def vocab_embeddings(self, n: int, pool: int, seed: int) -> tuple[torch.Tensor, list[int]]:
+        """n word embeddings of seeded vocabulary ids; endpoints that cannot embed tokens raise ValueError."""
+        ...
+
+    def text_embeddings(self, text: str, n: int) -> torch.Tensor: ...
+
+    def hidden_state_stds(self, examples: Sequence[Example], prompt: PromptInputs) -> list[float]:
+        """Per layer: the clipped std of the hidden states entering it on `examples` with `prompt` in place."""
+        ...
 
 
 @dataclass
@@ -22,6 +55,7 @@ class PromptConfig:
     """Base config; each method subclasses it with its own fields (PEFT style)."""
 
     method: ClassVar[str] = ""
+    default_lr: ClassVar[float] = 1e-2  # peak learning rate when the training config leaves it unset
     prompt_len: int = 100
 
     def __post_init__(self) -> None:
@@ -30,6 +64,11 @@ class PromptConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}
+
+    def settings(self) -> dict[str, Any]:
+        """What the user chose: every field but those the library sets on a model (marked "cli": False)."""
+        chosen = {f.name for f in fields(self) if f.metadata.get("cli", True)}
+        return {k: v for k, v in self.to_dict().items() if k == "method" or k in chosen}
 
 
 class SoftPrompt(nn.Module):
@@ -46,16 +85,22 @@ class SoftPrompt(nn.Module):
     def prompt_len(self) -> int:
         return self.config.prompt_len
 
-    def forward(self) -> torch.Tensor:
-        """The n×D input-layer prompt."""
+    def materialize(self) -> PromptInputs:
+        """What this prompt does to the model, as one row (differentiable when gradients are enabled)."""
         raise NotImplementedError
 
-    def deep_prompts(self) -> torch.Tensor | None:
-        """L×n×D additions to the hidden states entering each layer at the prompt positions, or None (shallow)."""
-        return None
+    def forward(self) -> PromptInputs:
+        return self.materialize()
 
-    def initialize(self, backbone: Backbone, seed: int) -> None:
+    def initialize(self, model: ModelAccess, seed: int) -> None:
         """Set initial values that depend on the model (e.g. sampled vocabulary embeddings). Default: nothing."""
+
+    def calibrate(self, model: ModelAccess, examples: Sequence[Example]) -> None:
+        """Measure the frozen scales this prompt needs on `model` (once, before tuning). Default: nothing."""
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; the default is every trainable parameter at `lr`."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -73,3 +118,8 @@ class SoftPrompt(nn.Module):
             if value.shape != have:
                 raise ValueError(f"tensor {name!r} has shape {tuple(value.shape)}, expected {tuple(have)}")
         self.load_state_dict(tensors, strict=True)
+
+
+def one_row(embeds: torch.Tensor, deep: torch.Tensor | None = None) -> PromptInputs:
+    """PromptInputs of one prompt from its (n, D) input vectors and optional (L, n, D) deep prompts."""
+    return PromptInputs(embeds=embeds.unsqueeze(0), deep=None if deep is None else deep.unsqueeze(1))

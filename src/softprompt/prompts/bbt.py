@@ -3,9 +3,10 @@
     BBT:    prompt = P₀ + (z · A).view(n, D)                     z ∈ R^d,   A ∈ R^{d × n·D}
     BBTv2:  prompt = P₀,  deep[l] = (z_l · A_l).view(n, D)        z_l ∈ R^d, one A_l per layer (deep[0]: embeddings)
 
-A ~ N(0, std²) with std = alpha·σ̂ / (√d·sigma) (Sun et al.): σ̂ is the word-embedding std (input layer) or the
-clipped std of the hidden states entering layer l (BBTv2). The std is computed once when a search starts and
-stored in the config, so A regenerates bit-exactly from (seed, shape, std) without the model.
+A ~ N(0, std²) with std = alpha·σ̂ / (√d·sigma) (Sun et al.): with z ~ N(0, sigma²) at the start of a search, A·z has
+entries of std alpha·σ̂. σ̂ is the word-embedding std (input layer) or the clipped std of the hidden states entering
+layer l with P₀ in place (BBTv2). `calibrate` measures it once, for gradient training and CMA-ES search alike, and
+stores the resulting std in the config, so A regenerates bit-exactly from (seed, shape, std) without the model.
 
 P₀ (n×D) is stored in the artifact as a frozen tensor (SmolLM2, n=50: 28,800 floats = 115 KB) because an artifact
 is rebuilt without a model; the vocabulary ids it came from are kept in the config for the record.
@@ -14,19 +15,20 @@ is rebuilt without a model; the vocabulary ids it came from are kept in the conf
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from softprompt.models.inputs import PromptInputs
 from softprompt.projection import ProjectionSpec, SeededProjection, generate
-from softprompt.prompts.base import PromptConfig, SoftPrompt
-from softprompt.prompts.prompt_tuning import sample_vocab_embeddings
+from softprompt.prompts.base import ModelAccess, PromptConfig, SoftPrompt, one_row
 
 if TYPE_CHECKING:
-    from softprompt.models.backbone import Backbone
+    from softprompt.tasks.base import Example
 
 BaseInit = Literal["vocab", "normal"]  # P₀: sampled vocabulary embeddings, or seeded N(0, σ̂²) (no weights needed)
 VOCAB_POOL = 5000  # P₀ tokens are drawn from the first ids, as for vanilla prompt tuning
@@ -44,42 +46,86 @@ def derived_seed(seed: int, *keys: int) -> int:
 
 
 def normal_base(seed: int, prompt_len: int, hidden_size: int, std: float) -> torch.Tensor:
-    """A seeded random P₀ with the embeddings' scale (for evaluators that cannot embed tokens)."""
+    """A seeded random P₀ with the embeddings' scale (for models whose tokens cannot be embedded, e.g. remote)."""
     return generate(ProjectionSpec(derived_seed(seed, 2), prompt_len, hidden_size, "normal", std))
 
 
 @dataclass
-class BBTConfig(PromptConfig):
-    method: ClassVar[str] = "bbt"
+class _BBTCommon(PromptConfig):
     prompt_len: int = 50
-    dim: int = 500
-    seed: int = 0  # seed of A (and of the P₀ sample)
-    projection_std: float | None = None  # None: set from the model's embedding std in `initialize` (alpha=sigma=1)
+    dim: int = 500  # d (per layer for BBTv2)
+    projection_seed: int = 0  # seed of A (BBTv2: layer l uses derived_seed(seed, 1, l)) and of a random P₀
+    alpha: float = 1.0  # projection std factor (see the formula above)
+    sigma: float = 1.0  # the search's initial step size the projection std is scaled for
     init: BaseInit = "vocab"
-    base_token_ids: list[int] | None = None  # vocabulary ids whose embeddings are P₀ (init="vocab")
+    # vocabulary ids whose embeddings are P₀ (init="vocab"); set by `initialize`, not an option
+    base_token_ids: list[int] | None = field(default=None, metadata={"cli": False})
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.dim <= 0:
             raise ValueError(f"dim must be positive, got {self.dim}")
+        if not (self.alpha > 0 and self.sigma > 0):
+            raise ValueError(f"alpha and sigma must be positive, got {self.alpha}, {self.sigma}")
+        if self.init not in ("vocab", "normal"):
+            raise ValueError(f"init must be 'vocab' or 'normal', got {self.init!r}")
+
+
+@dataclass
+class BBTConfig(_BBTCommon):
+    method: ClassVar[str] = "bbt"
+    projection_std: float | None = field(default=None, metadata={"cli": False})  # set by `calibrate`
 
     def projection_spec(self, hidden_size: int) -> ProjectionSpec:
         if self.projection_std is None:
-            raise ValueError("BBT projection std is not set (initialize the prompt on a model first)")
-        return ProjectionSpec(self.seed, self.dim, self.prompt_len * hidden_size, "normal", self.projection_std)
+            raise ValueError("BBT projection std is not set (calibrate the prompt on a model first)")
+        return ProjectionSpec(self.projection_seed, self.dim, self.prompt_len * hidden_size, "normal",
+                              self.projection_std)  # fmt: skip
 
 
-def _vocab_base(backbone: Backbone, config: BBTConfig | BBTv2Config, seed: int) -> torch.Tensor:
-    values, ids = sample_vocab_embeddings(backbone, config.prompt_len, VOCAB_POOL, seed)
-    config.base_token_ids = ids
-    return values
+@dataclass
+class BBTv2Config(_BBTCommon):
+    method: ClassVar[str] = "bbtv2"
+    alpha: float = 0.2  # the BBTv2 command in the authors' README
+    sigma: float = 0.2
+    num_layers: int = field(default=1, metadata={"cli": False})  # the model's; set when the prompt is built
+    projection_stds: list[float] | None = field(default=None, metadata={"cli": False})  # one per layer, `calibrate`
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.num_layers <= 0:
+            raise ValueError(f"num_layers must be positive, got {self.num_layers}")
+        if self.projection_stds is not None and len(self.projection_stds) != self.num_layers:
+            raise ValueError(f"{len(self.projection_stds)} projection stds for {self.num_layers} layers")
+
+    def layer_spec(self, layer: int, hidden_size: int) -> ProjectionSpec:
+        if self.projection_stds is None:
+            raise ValueError("BBTv2 projection stds are not set (calibrate the prompt on a model first)")
+        std = self.projection_stds[layer]
+        seed = derived_seed(self.projection_seed, 1, layer)
+        return ProjectionSpec(seed, self.dim, self.prompt_len * hidden_size, "normal", std)
 
 
-def _embedding_std(backbone: Backbone) -> float:
-    return float(backbone.word_embeddings.weight.double().std(correction=0))
+class _WithBase(SoftPrompt):
+    """P₀ (saved, frozen) and z (searched): shared start of BBT and BBTv2."""
+
+    config: BBTConfig | BBTv2Config
+    base: torch.Tensor
+    z: nn.Parameter
+
+    def initialize(self, model: ModelAccess, seed: int) -> None:
+        """P₀ from vocabulary embeddings (or seeded noise of the embeddings' scale), and z = 0: tuning starts at P₀."""
+        config = self.config
+        if config.init == "vocab":
+            base, config.base_token_ids = model.vocab_embeddings(config.prompt_len, VOCAB_POOL, seed)
+        else:
+            base = normal_base(config.projection_seed, self.prompt_len, self.hidden_size, model.embedding_std())
+        with torch.no_grad():
+            self.base.copy_(base)
+            self.z.zero_()
 
 
-class BBT(SoftPrompt):
+class BBT(_WithBase):
     """Trainable: z (d numbers). Stored: z and P₀; A is regenerated from the config."""
 
     config: BBTConfig
@@ -92,49 +138,23 @@ class BBT(SoftPrompt):
             SeededProjection(config.projection_spec(hidden_size)) if config.projection_std is not None else None
         )
 
-    def initialize(self, backbone: Backbone, seed: int) -> None:
-        std_hat = _embedding_std(backbone)
+    def calibrate(self, model: ModelAccess, examples: Sequence[Example]) -> None:
         if self.config.projection_std is None:
-            self.config.projection_std = projection_std(std_hat, self.config.dim, 1.0, 1.0)
-            self.projection = SeededProjection(self.config.projection_spec(self.hidden_size))
-        _start_at_base(self, backbone, seed, std_hat)
+            c = self.config
+            c.projection_std = projection_std(model.embedding_std(), c.dim, c.alpha, c.sigma)
+            self.projection = SeededProjection(c.projection_spec(self.hidden_size))
 
     def prompts(self, z: torch.Tensor) -> torch.Tensor:
         """(P, d) candidates -> (P, n, D) prompts with one matmul."""
         if self.projection is None:
-            raise ValueError("BBT projection std is not set (initialize the prompt on a model first)")
+            raise ValueError("BBT projection std is not set (calibrate the prompt on a model first)")
         return self.base + self.projection(z.to(self.base.dtype)).view(-1, self.prompt_len, self.hidden_size)
 
-    def forward(self) -> torch.Tensor:
-        return self.prompts(self.z.unsqueeze(0))[0]
+    def materialize(self) -> PromptInputs:
+        return one_row(self.prompts(self.z.unsqueeze(0))[0])
 
 
-@dataclass
-class BBTv2Config(PromptConfig):
-    method: ClassVar[str] = "bbtv2"
-    prompt_len: int = 50
-    dim: int = 500  # per layer
-    num_layers: int = 1
-    seed: int = 0  # layer l's A uses derived_seed(seed, 1, l)
-    projection_stds: list[float] | None = None  # one per layer, set when the search starts
-    init: BaseInit = "vocab"
-    base_token_ids: list[int] | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.dim <= 0 or self.num_layers <= 0:
-            raise ValueError(f"dim and num_layers must be positive, got {self.dim}, {self.num_layers}")
-        if self.projection_stds is not None and len(self.projection_stds) != self.num_layers:
-            raise ValueError(f"{len(self.projection_stds)} projection stds for {self.num_layers} layers")
-
-    def layer_spec(self, layer: int, hidden_size: int) -> ProjectionSpec:
-        if self.projection_stds is None:
-            raise ValueError("BBTv2 projection stds are not set (initialize the prompt on a model first)")
-        std = self.projection_stds[layer]
-        return ProjectionSpec(derived_seed(self.seed, 1, layer), self.dim, self.prompt_len * hidden_size, "normal", std)
-
-
-class BBTv2(SoftPrompt):
+class BBTv2(_WithBase):
     """Trainable: z (L×d). Stored: z and P₀.
 
     All L projections together are L·d·n·D floats (SmolLM2, n=50, d=500: 1.7 GB), so A_l is regenerated when needed
@@ -151,13 +171,18 @@ class BBTv2(SoftPrompt):
         self._projections: dict[int, torch.Tensor] = {}
         self._deep: tuple[tuple[int, int], torch.Tensor] | None = None
 
-    def initialize(self, backbone: Backbone, seed: int) -> None:
-        """Fresh prompt on a local model; the per-layer stds need train inputs, so only the input layer's
-        (embedding) std is known here and deeper layers reuse it unless the config already carries stds."""
-        std_hat = _embedding_std(backbone)
-        if self.config.projection_stds is None:
-            self.config.projection_stds = [projection_std(std_hat, self.config.dim, 1.0, 1.0)] * self.config.num_layers
-        _start_at_base(self, backbone, seed, std_hat)
+    def calibrate(self, model: ModelAccess, examples: Sequence[Example]) -> None:
+        """σ̂_0: the word embeddings (as the authors); σ̂_l: the clipped std of the hidden states entering layer l
+        on `examples` with P₀ in place (one forward pass)."""
+        c = self.config
+        if c.num_layers != model.num_layers:
+            raise ValueError(f"BBTv2 prompt has {c.num_layers} layers, the model {model.num_layers}")
+        if c.projection_stds is None:
+            hidden = model.hidden_state_stds(examples, one_row(self.base)) if c.num_layers > 1 else []
+            stds = [model.embedding_std(), *hidden[1:]]
+            c.projection_stds = [projection_std(s, c.dim, c.alpha, c.sigma) for s in stds]
+            self._projections.clear()
+            self._deep = None
 
     def projection(self, layer: int) -> torch.Tensor:
         """A_l (d × n·D)."""
@@ -173,10 +198,8 @@ class BBTv2(SoftPrompt):
         weight = self.projection(layer) if weight is None else weight
         return (z.to(weight.dtype) @ weight).view(-1, self.prompt_len, self.hidden_size)
 
-    def forward(self) -> torch.Tensor:
-        return self.base
-
     def deep_prompts(self) -> torch.Tensor:
+        """(L, n, D): A_l·z_l for every layer."""
         key = (self.z.data_ptr(), self.z._version)
         if self._deep is not None and self._deep[0] == key and not torch.is_grad_enabled():
             return self._deep[1]
@@ -185,14 +208,5 @@ class BBTv2(SoftPrompt):
             self._deep = (key, deep)
         return deep
 
-
-def _start_at_base(prompt: BBT | BBTv2, backbone: Backbone, seed: int, std_hat: float) -> None:
-    """P₀ from vocabulary embeddings (or seeded noise of the embeddings' scale), and z = 0: the search starts at P₀."""
-    config = prompt.config
-    if config.init == "vocab":
-        base = _vocab_base(backbone, config, seed)
-    else:
-        base = normal_base(config.seed, prompt.prompt_len, prompt.hidden_size, std_hat)
-    with torch.no_grad():
-        prompt.base.copy_(base)
-        prompt.z.zero_()
+    def materialize(self) -> PromptInputs:
+        return one_row(self.base, self.deep_prompts())

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 import torch
 
+from softprompt.models.inputs import PromptInputs
 from softprompt.remote.wire import MEDIA_TYPE, batch_tensors_from_json, decode, encode
 from softprompt.tasks.base import Example, Task
 
@@ -96,21 +97,31 @@ class RemoteEvaluator:
             self._embedding_std = float(self._json("POST", "/v1/embedding_std")["std"])
         return self._embedding_std
 
-    def hidden_state_stds(self, examples: Sequence[Example], prompt: torch.Tensor) -> list[float]:
+    def vocab_embeddings(self, n: int, pool: int, seed: int) -> tuple[torch.Tensor, list[int]]:
+        raise ValueError("a remote endpoint exposes no weights, so it cannot embed tokens: use init='normal'")
+
+    def text_embeddings(self, text: str, n: int) -> torch.Tensor:
+        raise ValueError("a remote endpoint exposes no weights, so it cannot embed text: use another init")
+
+    def hidden_state_stds(self, examples: Sequence[Example], prompt: PromptInputs) -> list[float]:
+        if prompt.embeds is None or prompt.num_rows != 1 or prompt.deep is not None or prompt.text_delta is not None:
+            raise ValueError("the endpoint measures hidden-state statistics with one plain input-layer prompt")
         texts = [self.task.render(ex) for ex in examples]
         tensors = batch_tensors_from_json(self._json("POST", "/v1/tokenize", json={"texts": texts})["batch"])
-        tensors["prompt"] = prompt.detach().float().reshape(-1, prompt.shape[-1])
+        tensors["prompt"] = prompt.embeds[0].detach().float()
         return [float(s) for s in self._json("POST", "/v1/hidden_state_stds", content=encode(tensors))["stds"]]
 
     def label_scores(
         self,
         examples: Sequence[Example],
-        prompts: torch.Tensor,
-        deep: torch.Tensor | None = None,
+        candidates: PromptInputs,
         shared_layers: int = 0,  # a hint the endpoint does not use yet: every call runs all layers
     ) -> torch.Tensor:
-        if prompts.dim() == 2:
-            prompts = prompts.unsqueeze(0)
+        if candidates.prefix_keys is not None or candidates.text_delta is not None or candidates.lengths is not None:
+            raise ValueError("the endpoint takes input-layer prompts of one length and deep prompts only")
+        if candidates.embeds is None:
+            raise ValueError("the endpoint scores candidate prompts: pass at least one input-layer vector")
+        prompts, deep = candidates.embeds, candidates.deep
         enc = self._encode(examples)
         label_tokens, single = self.label_tokens
         if single:
@@ -130,6 +141,9 @@ class RemoteEvaluator:
             return scores[:, :, 0, :]
         picked = scores.gather(-1, enc.pick.expand(p, -1, -1).unsqueeze(-1)).squeeze(-1)  # (P, K*C, S)
         return (picked * enc.pick_mask).sum(-1).view(p, enc.num_examples, len(label_tokens))
+
+    def generate(self, examples: Sequence[Example], prompt: PromptInputs, **options: object) -> list[str]:
+        raise NotImplementedError("the remote endpoint scores label words; it does not generate text")
 
     def _request_groups(self, prompts: torch.Tensor, deep: torch.Tensor | None, rows: int) -> list[slice]:
         """Candidates per request, so each stays within the endpoint's published body-size and row limits

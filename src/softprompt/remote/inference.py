@@ -2,27 +2,22 @@
 
 Scoring many candidate prompts on the same K examples: row r of the flattened (P·K) problem is example r % K under
 candidate r // K, the same example-major order as `ScoringBatch.repeat(P)`. Rows are scored `chunk_rows` at a time,
-so memory stays bounded whatever P and K are.
-
-The statistics follow BBT/BBTv2 (see `PromptEvaluator`): population std (numpy's, as in the authors' code), and for
-hidden states 5 rounds of clipping to μ ± 3σ over the real (non-padding) positions, prompt positions included.
+so memory stays bounded whatever P and K are. The statistics are the library's own (softprompt.models.statistics),
+so a remote search starts from the same numbers a local one does.
 """
 
 from __future__ import annotations
 
 import torch
 
+from softprompt.models import statistics
 from softprompt.models.backbone import Backbone, EncodedBatch
+from softprompt.models.inputs import PromptInputs
 
 
-def select_rows(batch: EncodedBatch, rows: torch.Tensor) -> EncodedBatch:
-    return EncodedBatch(
-        batch.input_ids[rows],
-        batch.attention_mask[rows],
-        batch.score_index[rows],
-        batch.score_mask[rows],
-        {k: v[rows] for k, v in batch.extras.items()},
-    )
+def wire_prompts(prompts: torch.Tensor, deep: torch.Tensor | None = None) -> PromptInputs:
+    """The wire's (P, n, D) candidate prompts and (L, P, n, D) deep prompts as one `PromptInputs` of P rows."""
+    return PromptInputs(embeds=prompts, deep=deep)
 
 
 @torch.inference_mode()
@@ -37,14 +32,12 @@ def candidate_scores(
 ) -> torch.Tensor:
     """(P, K, S, C) float32: for each candidate prompt, example and score position, the logits of `token_ids`
     (or, with `logprobs`, their log-probabilities under the full vocabulary, for multi-token label words)."""
-    k, p = len(batch), prompts.shape[0]
+    candidates = wire_prompts(prompts, deep)
+    k, p = len(batch), candidates.num_rows
     out = []
     for start in range(0, p * k, chunk_rows):
         rows = torch.arange(start, min(start + chunk_rows, p * k))
-        cand = rows // k
-        hidden = backbone.hidden_states(
-            select_rows(batch, rows % k), prompts[cand], None if deep is None else deep[:, cand]
-        )
+        hidden = backbone.hidden_states(batch.select(rows % k), candidates.select(rows // k))
         if logprobs:
             scores = torch.log_softmax(backbone.logits(hidden).float(), dim=-1)[..., token_ids.to(hidden.device)]
         else:
@@ -53,33 +46,13 @@ def candidate_scores(
     return torch.cat(out).view(p, k, *out[0].shape[1:])
 
 
-def clipped_std(values: torch.Tensor, rounds: int = 5, width: float = 3.0) -> float:
-    """Std after `rounds` of clipping to mean ± width·std: robust to the few huge activations some layers have."""
-    x = values.double().flatten()
-    for _ in range(rounds):
-        mu, sigma = x.mean(), x.std(correction=0)
-        x = x.clamp(mu - width * sigma, mu + width * sigma)
-    return float(x.std(correction=0))
-
-
-@torch.inference_mode()
 def embedding_std(backbone: Backbone) -> float:
-    return float(backbone.word_embeddings.weight.double().std(correction=0))
+    return statistics.embedding_std(backbone)
 
 
-@torch.inference_mode()
 def hidden_state_stds(
     backbone: Backbone, batch: EncodedBatch, prompt: torch.Tensor, chunk_rows: int = 64
 ) -> list[float]:
-    """Per layer l: clipped std of the hidden states entering layer l (index 0: the input embeddings)."""
-    prompt = prompt.reshape(1, -1, backbone.hidden_size)
-    real: list[list[torch.Tensor]] = [[] for _ in range(backbone.num_layers)]
-    for start in range(0, len(batch), chunk_rows):
-        sub = select_rows(batch, torch.arange(start, min(start + chunk_rows, len(batch))))
-        inputs = backbone.layer_inputs(sub, prompt)
-        # Every adapter inserts the prompt at or after the first token, which is always real, so [ones(n); mask]
-        # marks exactly the real positions of the sequence the layers see.
-        mask = torch.cat([sub.attention_mask.new_ones(len(sub), prompt.shape[1]), sub.attention_mask], dim=1).bool()
-        for i, hidden in inputs.items():
-            real[i].append(hidden[mask.to(hidden.device)].float().cpu())
-    return [clipped_std(torch.cat(parts)) for parts in real]
+    """Per layer: the clipped std of the hidden states entering it, with the (n, D) prompt in place."""
+    one = PromptInputs(embeds=prompt.reshape(1, -1, backbone.hidden_size))
+    return statistics.hidden_state_stds(backbone, batch, one, chunk_rows)

@@ -4,7 +4,7 @@ A checkpoint is `step-XXXXXXXX.safetensors` + `step-XXXXXXXX.json` inside a fold
 newest complete pair. Files are written under temporary names and renamed, and `latest.json` is replaced last, so a
 process killed at any instant (kill -9) leaves the previous checkpoint intact and loadable. Loading never executes
 code from the files, so a checkpoint from an untrusted source can at worst hold wrong numbers.
-Gradient training and black-box search both use this module.
+Gradient training and black-box search both use this module (through softprompt.runs).
 """
 
 from __future__ import annotations

@@ -1,0 +1,141 @@
+"""How tuning and evaluation reach a model: score label words for many candidate prompts at once, and generate.
+
+Every optimiser (gradient training's validation, CMA-ES search) and every evaluation talks to a model through the
+`PromptEvaluator` protocol only. `LocalEvaluator` implements it on an in-process `Backbone`;
+`softprompt.remote.client.RemoteEvaluator` over HTTP against `softprompt serve-lm`, with no access to weights or
+gradients. Both must return the same numbers for the same inputs (tests/test_remote.py).
+
+A population of P candidate prompts (a `PromptInputs` of P rows) is scored on K examples in as few forward passes
+as `chunk_size` (rows per forward) allows: the K examples are encoded once, repeated once per candidate, and each
+row gets its candidate's prompt, so P·K rows cost ⌈P·K / chunk_size⌉ passes. Only the verbalizer logits are
+computed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import torch
+
+from softprompt.models import statistics
+from softprompt.models.backbone import Backbone
+from softprompt.models.inputs import PromptInputs
+from softprompt.prompts.base import ModelAccess
+from softprompt.scoring import Scorer, ScoringBatch
+from softprompt.tasks.base import Example, Task
+
+
+class PromptEvaluator(ModelAccess, Protocol):
+    task: Task
+
+    def describe(self) -> dict[str, Any]:
+        """Model identity (name, kind, hidden size, layers, fingerprint) for the artifact."""
+        ...
+
+    def label_scores(self, examples: Sequence[Example], prompts: PromptInputs, shared_layers: int = 0) -> torch.Tensor:
+        """(P, K, C) label scores of K examples under each of the P rows of `prompts`.
+
+        shared_layers = l: a promise that the rows agree on everything except the deep prompts of layers >= l,
+        which an implementation may exploit (compute the lower layers once); it must not change the result."""
+        ...
+
+    def generate(self, examples: Sequence[Example], prompt: PromptInputs, **options: Any) -> list[str]:
+        """The answer text for each example (generation tasks)."""
+        ...
+
+
+class BackboneAccess:
+    """`ModelAccess` on an in-process backbone, for initialising prompts without a task."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        self.backbone = backbone
+        self.chunk_size = 64
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone.hidden_size
+
+    @property
+    def num_layers(self) -> int:
+        return self.backbone.num_layers
+
+    def describe(self) -> dict[str, Any]:
+        return self.backbone.describe()
+
+    def embedding_std(self) -> float:
+        return statistics.embedding_std(self.backbone)
+
+    def vocab_embeddings(self, n: int, pool: int, seed: int) -> tuple[torch.Tensor, list[int]]:
+        return statistics.vocab_embeddings(self.backbone, n, pool, seed)
+
+    def text_embeddings(self, text: str, n: int) -> torch.Tensor:
+        return statistics.text_embeddings(self.backbone, text, n)
+
+    def hidden_state_stds(self, examples: Sequence[Example], prompt: PromptInputs) -> list[float]:
+        raise ValueError("hidden-state statistics are measured on a task's examples: use a LocalEvaluator")
+
+
+class LocalEvaluator(BackboneAccess):
+    """`PromptEvaluator` (and `ModelAccess`) on an in-process backbone."""
+
+    def __init__(self, scorer: Scorer, chunk_size: int = 64, cache_size: int = 8) -> None:
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        super().__init__(scorer.backbone)
+        self.scorer = scorer
+        self.task = scorer.task
+        self.chunk_size = chunk_size
+        self._encoded: OrderedDict[tuple[Example, ...], list[ScoringBatch]] = OrderedDict()
+        self._cache_size = cache_size
+        self.forward_passes = 0  # for benchmarks and tests
+
+    def hidden_state_stds(self, examples: Sequence[Example], prompt: PromptInputs) -> list[float]:
+        batch = self.backbone.encode([self.task.render(ex) for ex in examples])
+        return statistics.hidden_state_stds(self.backbone, batch, prompt, chunk_rows=self.chunk_size)
+
+    # --- scoring -----------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def label_scores(self, examples: Sequence[Example], prompts: PromptInputs, shared_layers: int = 0) -> torch.Tensor:
+        if self.task.kind != "classification":
+            raise ValueError(f"label scores need a classification task; {self.task.name!r} is {self.task.kind}")
+        prompts = prompts.to(self.backbone.device)  # move once; the per-row copies below are made on the device
+        num = prompts.num_rows
+        reuse = shared_layers > 0 and prompts.deep is not None and self.backbone.can_start_at_layer
+        columns = []
+        for part in self._encode(examples):
+            rows = len(part.encoded)  # rows of one copy of this part
+            per_pass = max(1, self.chunk_size // rows)  # candidates per forward pass
+            shared = None
+            if reuse:  # the input of layer `shared_layers`, once, with candidate 0's (shared) lower prompts
+                first = prompts.select(torch.zeros(1, dtype=torch.long))
+                shared = self.backbone.layer_inputs(part.encoded, first, layers=[shared_layers])[shared_layers]
+            scores = []
+            for start in range(0, num, per_pass):
+                idx = torch.arange(start, min(start + per_pass, num))
+                batch = part.repeat(len(idx))  # candidate-major: rows [c·rows, (c+1)·rows) belong to candidate c
+                row_prompts = prompts.select(idx.repeat_interleave(rows))
+                resume_at = None if shared is None else (shared_layers, shared.repeat(len(idx), 1, 1))
+                out = self.scorer.label_scores(batch, row_prompts, start=resume_at)
+                self.forward_passes += 1
+                scores.append(out.view(len(idx), part.num_examples, -1).cpu())
+            columns.append(torch.cat(scores))
+        return torch.cat(columns, dim=1)
+
+    def generate(self, examples: Sequence[Example], prompt: PromptInputs, **options: Any) -> list[str]:
+        return self.backbone.generate([self.task.render(ex) for ex in examples], prompt, **options)
+
+    def _encode(self, examples: Sequence[Example]) -> list[ScoringBatch]:
+        """The examples as batches of at most `chunk_size` rows (one batch unless K·rows_per_example is larger)."""
+        key = tuple(examples)
+        if key in self._encoded:
+            self._encoded.move_to_end(key)
+            return self._encoded[key]
+        per_example = 1 if self.scorer.single_token else self.scorer.num_labels
+        step = max(1, self.chunk_size // per_example)
+        parts = [self.scorer.encode(examples[i : i + step]) for i in range(0, len(examples), step)]
+        self._encoded[key] = parts
+        if len(self._encoded) > self._cache_size:
+            self._encoded.popitem(last=False)
+        return parts

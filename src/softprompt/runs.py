@@ -1,0 +1,170 @@
+"""One output folder per run, the same for gradient training and gradient-free search:
+
+    DIR/prompt.safetensors + prompt.json   the best prompt on validation so far (finally with its test metrics)
+    DIR/log.jsonl                          one JSON record per line: training loss, validation, test, timing
+    DIR/checkpoint/                        what resuming needs (training/checkpoint.py: safetensors + JSON, no pickle)
+
+`RunFolder` is the scaffold both optimisers share: it refuses to write over an earlier run, refuses to resume with
+other settings, data or model (listing the differences), keeps the best validation prompt as the artifact (never a
+non-finite one), and leaves the log with exactly one record per step after any number of restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from softprompt.artifact import METADATA, TENSORS, PromptArtifact
+from softprompt.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
+from softprompt.prompts.base import SoftPrompt
+from softprompt.tasks.base import Example
+
+
+class RunLog:
+    """Appends one JSON object per line; mirrors scalars to TensorBoard when it is installed."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.path = out_dir / "log.jsonl"
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out_dir / "tensorboard"))
+        except (ImportError, ModuleNotFoundError):
+            pass
+
+    def write(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            prefix = record.get("split", "train")
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.writer.add_scalar(f"{prefix}/{key}", value, record["step"])
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records of steps after `step` (written after the checkpoint a resumed run restarts from)."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+
+
+def data_fingerprint(*splits: Sequence[Example]) -> str:
+    """Identity of the examples a run learns from (their texts, pairs, labels and targets, in order)."""
+    h = hashlib.sha256()
+    for examples in splits:
+        h.update(b"\x00split")
+        for ex in examples:
+            h.update(json.dumps([ex.text, ex.text_pair, ex.label, ex.target]).encode())
+    return h.hexdigest()[:16]
+
+
+def differences(saved: Any, now: Any, path: str = "") -> list[str]:
+    """Human-readable differences between two JSON-like values, e.g. `train_config.lr: 0.03 -> 0.1`."""
+    if isinstance(saved, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(saved) | set(now)):
+            out += differences(saved.get(key), now.get(key), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if saved == now else [f"{path}: {json.dumps(saved)} -> {json.dumps(now)}"]
+
+
+def is_better(metrics: dict[str, float], best: dict[str, float] | None, metric: str) -> bool:
+    """Higher metric wins, then lower loss; a non-finite result never does."""
+    values = [metrics[metric], metrics.get("loss", 0.0)]
+    if not all(math.isfinite(v) for v in values):
+        return False
+    return best is None or (metrics[metric], -metrics.get("loss", 0.0)) > (best[metric], -best.get("loss", 0.0))
+
+
+def prompt_is_finite(prompt: SoftPrompt) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in prompt.state_tensors().values())
+
+
+@dataclass
+class RunFolder:
+    """The folder of one run. `identity` is everything that must be equal for `resume` to continue it."""
+
+    out_dir: Path
+    identity: dict[str, Any]
+    resume: bool = False
+    overwrite: bool = False
+    best: dict[str, float] | None = field(default=None, init=False)
+    best_step: int = field(default=-1, init=False)
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.checkpoint_dir = self.out_dir / "checkpoint"
+        self.identity = json.loads(json.dumps(self.identity))  # compare as JSON sees it (tuples become lists)
+        if self.resume and self.overwrite:
+            raise ValueError("--resume continues a run and --overwrite replaces it: pass one of them")
+        if self.resume:
+            if not has_checkpoint(self.checkpoint_dir):
+                raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoint_dir}")
+        elif self._holds_a_run():
+            if not self.overwrite:
+                raise FileExistsError(
+                    f"{self.out_dir} already holds a run; pass --resume to continue it, --overwrite to replace it, "
+                    "or choose another --out"
+                )
+            shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+            for name in (TENSORS, METADATA, "log.jsonl"):
+                (self.out_dir / name).unlink(missing_ok=True)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(self.out_dir)
+
+    def _holds_a_run(self) -> bool:
+        return has_checkpoint(self.checkpoint_dir) or (self.out_dir / METADATA).exists()
+
+    def restore(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The last checkpoint, after checking that it was made with this run's identity."""
+        tensors, state = load_checkpoint(self.checkpoint_dir)
+        diffs = differences(state.get("identity"), self.identity)
+        if diffs:
+            raise ValueError(
+                "--resume: this run differs from the checkpoint in " + "; ".join(diffs[:12])
+                + (f" (and {len(diffs) - 12} more)" if len(diffs) > 12 else "")
+                + "; resume with the original settings, or start a new run in another --out"
+            )  # fmt: skip
+        self.best, self.best_step = state["best"], state["best_step"]
+        self.log.truncate_after(state["step"])
+        return tensors, state
+
+    def checkpoint(self, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+        record = {**state, "step": step, "best": self.best, "best_step": self.best_step, "identity": self.identity}
+        save_checkpoint(self.checkpoint_dir, step, tensors, record)
+
+    def validation(self, step: int, metrics: dict[str, float], metric: str, artifact: PromptArtifact) -> bool:
+        """Log a validation result; if it is the best so far (and the prompt is finite), save it as the artifact."""
+        self.log.write({"step": step, "split": "validation", **metrics})
+        if not is_better(metrics, self.best, metric) or not prompt_is_finite(artifact.prompt):
+            return False
+        self.best, self.best_step = metrics, step
+        artifact.save_pretrained(self.out_dir)
+        return True
+
+    def best_artifact(self, backbone: Any = None) -> PromptArtifact:
+        if self.best is None:
+            raise ValueError(f"{self.out_dir}: no finite prompt was ever evaluated; nothing to keep (lower the lr?)")
+        return PromptArtifact.from_pretrained(self.out_dir, backbone, strict_model=backbone is not None)
+
+    def finish(self, artifact: PromptArtifact, test: dict[str, float] | None, step: int) -> None:
+        """Record the test result of the best prompt in the log and in its artifact."""
+        if test is not None:
+            self.log.write({"step": step, "split": "test", **test})
+            artifact.metrics = {**artifact.metrics, "test": test}
+        artifact.save_pretrained(self.out_dir)
