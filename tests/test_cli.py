@@ -99,3 +99,51 @@ def test_bad_input_gives_one_clear_line(capsys, argv, message):
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
     assert message in err.lower() and "Traceback" not in err
+
+
+def test_info_on_a_good_artifact_prints_strict_json_even_with_diverged_metrics(capsys, tmp_path):
+    from softprompt.api import make_prompt_config, new_prompt
+    from softprompt.artifact import PromptArtifact
+
+    backbone = tiny_backbone()
+    prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2), backbone, seed=0)
+    metrics = {"train_loss": float("nan"), "test": {"accuracy": 0.5}}
+    folder = PromptArtifact(prompt, backbone.describe(), None, metrics).save_pretrained(tmp_path / "a")
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+
+    def refuse(token):
+        raise AssertionError(f"invalid JSON token {token}")
+
+    info = json.loads(out, parse_constant=refuse)
+    assert info["metrics"] == {"train_loss": None, "test": {"accuracy": 0.5}} and info["method"] == "ulpt"
+
+
+@pytest.mark.parametrize("damage", ["fifo", "dev-zero", "list", "deep", "tensor-bytes", "seed"])
+def test_info_on_a_bad_artifact_says_what_is_wrong_in_one_line(capsys, tmp_path, damage):
+    import os
+
+    from softprompt.api import make_prompt_config, new_prompt
+    from softprompt.artifact import PromptArtifact
+
+    backbone = tiny_backbone()
+    prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2), backbone, seed=0)
+    folder = PromptArtifact(prompt, backbone.describe()).save_pretrained(tmp_path / "a")
+    meta, tensors = folder / "prompt.json", folder / "prompt.safetensors"
+    if damage == "fifo":
+        tensors.unlink()
+        os.mkfifo(tensors)
+    elif damage == "dev-zero":
+        meta.unlink()
+        meta.symlink_to("/dev/zero")
+    elif damage == "list":
+        meta.write_text("[]")
+    elif damage == "deep":
+        meta.write_text("[" * 100_000 + "]" * 100_000)
+    elif damage == "tensor-bytes":
+        tensors.write_bytes(tensors.read_bytes()[:-1] + b"\x01")
+    else:
+        meta.write_text(meta.read_text().replace('"projection_seed":0', '"projection_seed":1'))
+    code, lines, err = run_cli(capsys, "info", str(folder))
+    assert code == 2 and lines == []
+    assert err.startswith("softprompt info: error: ") and err.count("\n") == 1 and "Traceback" not in err

@@ -1,8 +1,13 @@
-"""`softprompt info DIR`: what an artifact holds (method, parameter count, sizes, model, task, metrics)."""
+"""`softprompt info DIR`: what an artifact holds (method, parameter count, sizes, model, task, metrics).
+
+The artifact is verified in full (checksums, tensors, config) first, so `info` on a bad artifact says what is wrong
+in one line and exits 2; what it prints is always strict JSON (the metadata holds no NaN or Infinity).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 
@@ -13,22 +18,20 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from softprompt.artifact import METADATA, TENSORS, read_metadata
-    from softprompt.cli import print_json
+    from softprompt.artifact import METADATA, TENSORS, read_artifact
 
-    meta = read_metadata(args.dir)
+    meta, _ = read_artifact(args.dir)
     folder = Path(args.dir)
-    print_json(
-        {
-            "method": meta["method"],
-            "config": meta["config"],
-            "trainable_parameters": meta["num_trainable_parameters"],
-            "stored_numbers": meta["stored_numbers"],
-            "bytes": {name: (folder / name).stat().st_size for name in (TENSORS, METADATA)},
-            "model": meta["model"],
-            "task": (meta.get("task") or {}).get("name"),
-            "metrics": meta.get("metrics"),
-            "library_version": meta["library_version"],
-        }
-    )
+    summary = {
+        "method": meta["method"],
+        "config": meta["config"],
+        "trainable_parameters": meta["num_trainable_parameters"],
+        "stored_numbers": meta["stored_numbers"],
+        "bytes": {name: (folder / name).stat().st_size for name in (TENSORS, METADATA)},
+        "model": meta["model"],
+        "task": (meta["task"] or {}).get("name"),
+        "metrics": meta["metrics"],
+        "library_version": meta["library_version"],
+    }
+    print(json.dumps(summary, allow_nan=False))
     return 0
