@@ -18,6 +18,7 @@ import torch
 
 from softprompt.models.backbone import Backbone
 from softprompt.models.causal import CausalLMBackbone
+from softprompt.models.hardware import resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,15 @@ def backbone_class(config: object) -> type[Backbone]:
 def load_backbone(
     name_or_path: str = DEFAULT_MODEL,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: str | torch.dtype = "auto",
     max_length: int = 256,
     device: str | torch.device = "cpu",
 ) -> Backbone:
-    """A frozen backbone from an embedded-model name, a local directory, or a hub id (needs internet)."""
+    """A frozen backbone from an embedded-model name, a local directory, or a hub id (needs internet).
+
+    `dtype` is `auto` (bfloat16 where the hardware runs it natively, else float32; see models/hardware.py), a name
+    (`float32`, `bfloat16`, `float16`) or a torch dtype.
+    """
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     key = name_or_path.lower()
@@ -109,10 +114,11 @@ def load_backbone(
             f"cannot load model {name_or_path!r}: not an embedded model ({', '.join(EMBEDDED)}), "
             f"not a local directory, and not reachable on the hub ({err.__class__.__name__})"
         ) from err
+    torch_dtype = resolve_dtype(dtype, device)
     cls = backbone_class(config)
     auto = {"causal": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM}.get(cls.kind)
     if cls.kind == "seq2seq":
         from transformers import AutoModelForSeq2SeqLM as auto
-    model = (auto or AutoModel).from_pretrained(source, dtype=dtype).to(device)
+    model = (auto or AutoModel).from_pretrained(source, dtype=torch_dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(source)
     return cls(model, tokenizer, name=name_or_path, max_length=max_length)
