@@ -97,3 +97,46 @@ def test_cli_dtype_option():
         assert parser.parse_args(["--dtype", name]).dtype == name
     with pytest.raises(SystemExit):
         parser.parse_args(["--dtype", "int8"])
+
+
+def fake_embedded(monkeypatch, tmp_path, package: str, assembled: bool) -> None:
+    from softprompt.models import loading
+
+    entry = loading.EmbeddedModel(package, "m.gguf", f"{package.replace('_', '-')}==1.0", assembled=assembled)
+    monkeypatch.setitem(loading.EMBEDDED, "fake", entry)
+    monkeypatch.setenv("SOFTPROMPT_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("assembled", [False, True])
+def test_missing_embedded_package_says_what_to_install(monkeypatch, tmp_path, assembled):
+    fake_embedded(monkeypatch, tmp_path, "no_such_model_pkg", assembled)
+    with pytest.raises(FileNotFoundError, match=r"pip install no-such-model-pkg==1\.0"):
+        load_backbone("fake")
+
+
+def test_missing_part_package_says_what_to_install(monkeypatch, tmp_path):
+    package = tmp_path / "pkgs" / "fake_joined_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("def assemble(output_path):\n    import fake_joined_pkg_part1\n")
+    monkeypatch.syspath_prepend(str(package.parent))
+    fake_embedded(monkeypatch, tmp_path, "fake_joined_pkg", assembled=True)
+    with pytest.raises(FileNotFoundError, match=r"pip install fake-joined-pkg==1\.0"):
+        load_backbone("fake")
+    assert list((tmp_path / "cache" / "models").iterdir()) == []  # the half-built folder is gone
+
+
+def test_interrupted_first_load_leaves_no_cache(monkeypatch, tmp_path):
+    """A first load that dies half-way (here: the disk fills while the GGUF is joined) leaves nothing behind."""
+    from softprompt.models import loading
+
+    package = tmp_path / "pkgs" / "fake_broken_pkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(
+        "from pathlib import Path\n"
+        "def assemble(output_path):\n    Path(output_path).write_bytes(b'GGUF')\n    raise OSError('disk full')\n"
+    )
+    monkeypatch.syspath_prepend(str(package.parent))
+    fake_embedded(monkeypatch, tmp_path, "fake_broken_pkg", assembled=True)
+    with pytest.raises(OSError, match="disk full"):
+        loading.materialise_embedded("fake")
+    assert list((tmp_path / "cache" / "models").iterdir()) == []
