@@ -8,6 +8,8 @@ import importlib.util
 import pytest
 import torch
 
+from softprompt.models.inputs import PromptInputs
+
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
@@ -60,5 +62,5 @@ def test_prompted_logits_equal_the_model_fed_the_same_embeddings(gemma):
         embeds = torch.cat([prompt, gemma.embed(batch.input_ids)], dim=1)
         mask = torch.cat([torch.ones(1, 4, dtype=torch.long), batch.attention_mask], dim=1)
         reference = gemma.model(inputs_embeds=embeds, attention_mask=mask).logits[:, -1]
-        got = gemma.logits(gemma.hidden_states(batch, prompt))[:, 0]
+        got = gemma.logits(gemma.hidden_states(batch, PromptInputs(embeds=prompt)))[:, 0]
     torch.testing.assert_close(got, reference, atol=1e-4, rtol=1e-4)
