@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, markdown_table, write_results  # noqa: E402
+from softprompt.blackbox.local import LocalEvaluator  # noqa: E402
 
 from softprompt.api import make_prompt_config, new_prompt  # noqa: E402
-from softprompt.blackbox.local import LocalEvaluator  # noqa: E402
 from softprompt.blackbox.search import BlackBoxConfig, run_search  # noqa: E402
 from softprompt.evaluation import evaluate  # noqa: E402
 from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone  # noqa: E402

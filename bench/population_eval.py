@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, markdown_table, write_results  # noqa: E402
+from softprompt.blackbox.local import LocalEvaluator  # noqa: E402
 
 from softprompt.blackbox.cmaes import new_es, single_threaded_numpy_blas  # noqa: E402
-from softprompt.blackbox.local import LocalEvaluator  # noqa: E402
 from softprompt.blackbox.search import BlackBoxConfig, schedule  # noqa: E402
 from softprompt.blackbox.spaces import create_prompt, make_space  # noqa: E402
 from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone  # noqa: E402
