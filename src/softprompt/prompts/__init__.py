@@ -6,7 +6,10 @@ from typing import Any
 
 from softprompt.prompts.base import PromptConfig, SoftPrompt
 from softprompt.prompts.bbt import BBT, BBTConfig, BBTv2, BBTv2Config
+from softprompt.prompts.dept import DePT, DePTConfig
+from softprompt.prompts.dpt import DPT, DPTConfig
 from softprompt.prompts.prompt_tuning import PromptTuning, PromptTuningConfig
+from softprompt.prompts.residual import ResidualConfig, ResidualPrompt
 from softprompt.prompts.ulpt import ULPT, ULPTConfig
 
 # method name -> (config class, module class): how an artifact's "method" becomes a module again.
@@ -15,6 +18,9 @@ REGISTRY: dict[str, tuple[type[PromptConfig], type[SoftPrompt]]] = {
     "ulpt": (ULPTConfig, ULPT),
     "bbt": (BBTConfig, BBT),
     "bbtv2": (BBTv2Config, BBTv2),
+    "dpt": (DPTConfig, DPT),
+    "dept": (DePTConfig, DePT),
+    "residual": (ResidualConfig, ResidualPrompt),
 }
 
 
@@ -38,10 +44,16 @@ __all__ = [
     "BBTConfig",
     "BBTv2",
     "BBTv2Config",
+    "DePT",
+    "DePTConfig",
+    "DPT",
+    "DPTConfig",
     "PromptConfig",
     "SoftPrompt",
     "PromptTuning",
     "PromptTuningConfig",
+    "ResidualConfig",
+    "ResidualPrompt",
     "ULPT",
     "ULPTConfig",
     "REGISTRY",

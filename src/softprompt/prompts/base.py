@@ -10,11 +10,17 @@ three hooks:
     calibrate(model, examples)   frozen scales measured on the model (BBT's projection std, BBTv2's per-layer stds)
     param_groups(lr)             the optimiser's parameter groups (a method may want two learning rates)
 
+and two for storage and export: `fold()` (the prompt an artifact stores: residual prompt tuning drops its MLP) and
+`beyond_input_embeds()` (None when the prompt is only input-layer vectors, which a PEFT prompt-tuning adapter or an
+`inputs_embeds` prefix can carry; else one line saying what it needs). A config sizes itself on a model from the
+model's config alone: `PromptConfig.for_model(shape)` and `PromptConfig.count_parameters(shape)`.
+
 `model` is any `ModelAccess`: a local evaluator on an in-process model, or a remote one behind HTTP.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -25,6 +31,7 @@ from torch import nn
 from softprompt.models.inputs import PromptInputs
 
 if TYPE_CHECKING:
+    from softprompt.models.shapes import ModelShape
     from softprompt.tasks.base import Example
 
 
@@ -70,6 +77,24 @@ class PromptConfig:
         chosen = {f.name for f in fields(self) if f.metadata.get("cli", True)}
         return {k: v for k, v in self.to_dict().items() if k == "method" or k in chosen}
 
+    def for_model(self, shape: ModelShape) -> PromptConfig:
+        """A copy with the fields a method takes from the model filled in (default: `num_layers`, if it has one)."""
+        config = copy.deepcopy(self)
+        if "num_layers" in {f.name for f in fields(config)}:
+            config.num_layers = shape.num_layers  # type: ignore[attr-defined]
+        return config
+
+    def count_parameters(self, shape: ModelShape) -> int:
+        """Trainable parameters on a model of this shape, from its config alone (builds the module, no weights).
+        A method whose count needs more than the module (e.g. per-layer key/value widths) overrides this."""
+        from softprompt.prompts import build_prompt
+
+        return build_prompt(self.for_model(shape), shape.hidden_size).num_trainable_parameters()
+
+    def storage_note(self) -> str | None:
+        """One line for `softprompt info` when the stored prompt differs from what was trained. Default: None."""
+        return None
+
 
 class SoftPrompt(nn.Module):
     """Produces the prompt; subclasses define the parametrisation."""
@@ -101,6 +126,30 @@ class SoftPrompt(nn.Module):
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimiser parameter groups; the default is every trainable parameter at `lr`."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def fold(self) -> SoftPrompt:
+        """The prompt an artifact stores: the same `materialize()` with training-only structure removed (residual
+        prompt tuning's MLP). Default: the prompt itself."""
+        return self
+
+    def beyond_input_embeds(self) -> str | None:
+        """None when this prompt is n input-layer vectors and nothing else (what a PEFT prompt-tuning adapter or an
+        `inputs_embeds` prefix can carry); otherwise one line saying what else it needs."""
+        with torch.no_grad():
+            inputs = self.fold().materialize()
+        extra = [
+            what
+            for what, present in (
+                ("deep prompts at every layer", inputs.deep is not None),
+                ("a key/value prefix at every layer", inputs.prefix_keys is not None),
+                ("an update of the text's token embeddings", inputs.text_delta is not None),
+            )
+            if present
+        ]
+        if not extra and inputs.embeds is not None:
+            return None
+        what = " and ".join(extra) if extra else "no input-layer vectors"
+        return f"a {self.config.method} prompt is not input-layer vectors alone: it has {what}"
 
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

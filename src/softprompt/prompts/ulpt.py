@@ -5,19 +5,30 @@
 The random up-projection A is regenerated from its seed and never stored; scale and shift are shared by all prompt
 positions and align the projected prompt with the model's embedding space. Trainable: n·r + 2·D (fewer with the
 --no-scale / --no-shift ablations).
+
+Variants for the paper's analyses:
+    tune="projection"   z frozen (seeded N(0, 1), stored), A learnable (stored): the paper's Table 3 comparison;
+                        trainable r·D + 2·D.
+    neutral_init        z = 0 and shift = the embedding of `neutral_text`'s first token (default "": zero), so every
+                        prompt position starts as the same neutral vector and the template's zero-shot behaviour
+                        is (nearly) kept at step 0 — z ~ N(0, 1) puts n random vectors in front of the text.
+                        z still gets gradients at z = 0 (∂p/∂z = ∂L/∂p · (A ⊙ scale)ᵀ), unlike a zero scale.
+                        bench/ulpt_neutral_init.py measures it against the bare template.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
 
 from softprompt.models.inputs import PromptInputs
-from softprompt.projection import Distribution, ProjectionSpec, SeededProjection, xavier_std
+from softprompt.projection import Distribution, ProjectionSpec, SeededProjection, generate, xavier_std
 from softprompt.prompts.base import ModelAccess, PromptConfig, SoftPrompt, one_row
+
+Tuned = Literal["z", "projection"]
 
 
 @dataclass
@@ -30,6 +41,9 @@ class ULPTConfig(PromptConfig):
     projection_scale: float | None = None  # default: Glorot scale for (rank, D)
     use_scale: bool = True
     use_shift: bool = True
+    tune: Tuned = "z"  # "projection": z frozen, A learnable (the paper's Table 3)
+    neutral_init: bool = False  # z = 0, shift = embedding of neutral_text: starts (nearly) at the template's behaviour
+    neutral_text: str = ""  # "" = the zero vector; else the embedding of this text's first token
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -39,6 +53,12 @@ class ULPTConfig(PromptConfig):
             raise ValueError(f"distribution must be 'normal' or 'uniform', got {self.distribution!r}")
         if self.projection_scale is not None and not self.projection_scale > 0:
             raise ValueError(f"projection_scale must be positive, got {self.projection_scale}")
+        if self.tune not in ("z", "projection"):
+            raise ValueError(f"tune must be 'z' or 'projection', got {self.tune!r}")
+        if self.neutral_init and self.tune == "projection":
+            raise ValueError("neutral_init sets z = 0, which --tune projection keeps frozen (A would never move)")
+        if self.neutral_init and self.neutral_text and not self.use_shift:
+            raise ValueError("neutral_text is the starting shift; it needs a learnable shift (drop --no-shift)")
 
     def projection_spec(self, hidden_size: int) -> ProjectionSpec:
         scale = self.projection_scale
@@ -56,21 +76,36 @@ class ULPT(SoftPrompt):
 
     def __init__(self, config: ULPTConfig, hidden_size: int) -> None:
         super().__init__(config, hidden_size)
-        self.projection = SeededProjection(config.projection_spec(hidden_size))
-        self.z = nn.Parameter(torch.zeros(config.prompt_len, config.rank))
+        spec = config.projection_spec(hidden_size)
+        if config.tune == "projection":
+            self.projection = None
+            self.weight = nn.Parameter(generate(spec))  # starts where the seeded A is; stored, since it is tuned
+        else:
+            self.projection = SeededProjection(spec)
+        self.z = nn.Parameter(torch.zeros(config.prompt_len, config.rank), requires_grad=config.tune == "z")
         # Disabled scale/shift stay as frozen constants so the formula (and the saved state) keeps one shape.
         self.scale = nn.Parameter(torch.ones(hidden_size), requires_grad=config.use_scale)
         self.shift = nn.Parameter(torch.zeros(hidden_size), requires_grad=config.use_shift)
 
     def initialize(self, model: ModelAccess | None, seed: int) -> None:
-        # z ~ N(0, 1) as in the authors' code; seeded so runs are reproducible.
-        generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
+            if self.config.neutral_init:
+                self.z.zero_()
+                if self.config.neutral_text:
+                    if model is None:
+                        raise ValueError("neutral_text needs the model's embeddings")
+                    self.shift.copy_(model.text_embeddings(self.config.neutral_text, 1)[0])
+                return
+            # z ~ N(0, 1) as in the authors' code; seeded so runs are reproducible.
+            generator = torch.Generator().manual_seed(seed)
             self.z.copy_(torch.randn(self.z.shape, generator=generator))
+
+    def up(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ self.weight if self.projection is None else self.projection(z)
 
     def vectors(self) -> torch.Tensor:
         """The n×D prompt."""
-        return self.projection(self.z) * self.scale + self.shift
+        return self.up(self.z) * self.scale + self.shift
 
     def materialize(self) -> PromptInputs:
         return one_row(self.vectors())
