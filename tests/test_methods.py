@@ -18,8 +18,9 @@ from softprompt.models.shapes import known_configs, load_shape, shape_of
 from softprompt.prompts import REGISTRY, DePTConfig, DPTConfig, ResidualConfig, ULPTConfig, build_prompt
 from softprompt.scoring import Scorer
 from softprompt.testing import tiny_backbone
+from softprompt.training.neutral import fit_to_template, template_kl
 from softprompt.training.trainer import TrainConfig, train_prompt
-from tests.synthetic import synthetic_examples, synthetic_task
+from tests.synthetic import learnable_backbone, synthetic_examples, synthetic_task
 
 T5_BASE = load_shape("t5-base")  # D = 768, the paper's max length 256
 
@@ -87,7 +88,7 @@ def method_prompts(backbone) -> dict[str, torch.nn.Module]:
         "residual": make_prompt_config("residual", 4, bottleneck=8),
         "ulpt": make_prompt_config("ulpt", 5, rank=2),
         "ulpt-projection": make_prompt_config("ulpt", 3, rank=2, tune="projection"),
-        "ulpt-neutral": make_prompt_config("ulpt", 2, rank=2, neutral_init=True),
+        "ulpt-no-shift": make_prompt_config("ulpt", 2, rank=2, use_shift=False),
     }
     prompts = {}
     g = torch.Generator().manual_seed(0)
@@ -95,7 +96,8 @@ def method_prompts(backbone) -> dict[str, torch.nn.Module]:
         prompt = new_prompt(config, backbone, seed=i)
         with torch.no_grad():
             for p in prompt.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+                if p.requires_grad:  # frozen constants (an ablated shift) are not stored, by design
+                    p.add_(torch.randn(p.shape, generator=g) * 0.3)
         prompts[name] = prompt
     return prompts
 
@@ -133,7 +135,7 @@ def test_dept_text_update_reaches_the_text_tokens():
 
 
 # --- storage: round trips, folding, what an exporter may ask ---------------------------------------------------------
-@pytest.mark.parametrize("name", ["dpt", "dept", "residual", "ulpt-projection", "ulpt-neutral"])
+@pytest.mark.parametrize("name", ["dpt", "dept", "residual", "ulpt-projection", "ulpt-no-shift"])
 def test_artifact_round_trip(tmp_path, name):
     backbone = tiny_backbone("llama")
     prompt = method_prompts(backbone)[name]
@@ -173,7 +175,7 @@ def test_residual_artifact_stores_the_folded_prompt_and_info_says_so(tmp_path, c
 def test_beyond_input_embeds_names_what_a_prompt_tuning_adapter_cannot_hold():
     backbone = tiny_backbone("llama")
     prompts = method_prompts(backbone)
-    for name in ("dpt", "residual", "ulpt", "ulpt-projection", "ulpt-neutral"):
+    for name in ("dpt", "residual", "ulpt", "ulpt-projection", "ulpt-no-shift"):
         assert prompts[name].beyond_input_embeds() is None
     line = prompts["dept"].beyond_input_embeds()
     assert line is not None and "text" in line and "\n" not in line
@@ -194,21 +196,35 @@ def test_ulpt_tune_projection_freezes_z_and_learns_a():
     assert prompt.z.grad is None and prompt.weight.grad.abs().sum() > 0
 
 
-def test_ulpt_neutral_init_starts_every_position_at_one_vector_and_z_still_learns():
-    backbone = tiny_backbone("llama")
-    zero = new_prompt(make_prompt_config("ulpt", 4, rank=2, neutral_init=True), backbone)
-    assert torch.equal(zero.vectors(), torch.zeros(4, backbone.hidden_size))
-    token = new_prompt(make_prompt_config("ulpt", 4, rank=2, neutral_init=True, neutral_text="the"), backbone)
-    embedding = backbone.word_embeddings.weight[backbone.tokenize("the")[0]]
-    assert torch.equal(token.vectors(), embedding.expand(4, -1))
-    (token.vectors() * torch.randn(4, backbone.hidden_size)).sum().backward()
-    assert token.z.grad.abs().sum() > 0  # z = 0 is not a dead start (unlike a zero scale)
-    with pytest.raises(ValueError, match="projection"):
-        ULPTConfig(neutral_init=True, tune="projection")
-    with pytest.raises(ValueError, match="shift"):
-        ULPTConfig(neutral_init=True, neutral_text="x", use_shift=False)
+def test_neutral_fit_brings_the_prompt_to_the_bare_templates_behaviour():
+    backbone = learnable_backbone()
+    scorer = Scorer(backbone, synthetic_task())
+    texts = synthetic_examples(32, 1)
+    prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2, neutral_init=True), backbone, seed=0)
+    before = template_kl(scorer, prompt, texts)
+    losses = fit_to_template(scorer, prompt, texts, steps=15, lr=0.03, batch_size=8)
+    after = template_kl(scorer, prompt, texts)
+    assert before > 1e-3 and after < before / 3, (before, after)
+    assert len(losses) == 15
+    with pytest.raises(ValueError, match="neutral_steps"):
+        ULPTConfig(neutral_init=True, neutral_steps=-1)
     with pytest.raises(ValueError, match="tune"):
         ULPTConfig(tune="both")
+
+
+def test_trainer_runs_the_neutral_fit_only_when_asked(tmp_path):
+    backbone = learnable_backbone()
+    scorer, examples = Scorer(backbone, synthetic_task()), synthetic_examples(16, 0)
+    config = TrainConfig(steps=1, batch_size=4, eval_every=1)
+    for neutral in (False, True):
+        prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2, neutral_init=neutral, neutral_steps=3), backbone)
+        out = tmp_path / str(neutral)
+        train_prompt(scorer, prompt, examples, examples[:4], config, out, progress=False)
+        records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        fits = [r for r in records if r.get("split") == "neutral_fit"]
+        assert len(fits) == int(neutral)
+        if neutral:
+            assert fits[0]["kl_first"] > 0 and fits[0]["kl_last"] >= 0
 
 
 def test_dpt_starts_at_the_best_rank_r_approximation_of_the_vocabulary_start():
@@ -250,7 +266,7 @@ def test_train_help_lists_every_new_option(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--lr-lowrank", "--text-len", "--bottleneck", "--tune", "--neutral-init", "--neutral-text"):
+    for flag in ("--lr-lowrank", "--text-len", "--bottleneck", "--tune", "--neutral-init", "--neutral-steps"):
         assert flag in text
     assert "--folded" not in text
 
@@ -265,16 +281,18 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    ("method", "options"),
+    ("method", "options", "expected"),
     [
-        ("dpt", ["--rank", "2"]),
-        ("dept", ["--rank", "2", "--lr-lowrank", "0.001"]),
-        ("residual", ["--bottleneck", "8"]),
-        ("ulpt", ["--tune", "projection"]),
-        ("ulpt", ["--neutral-init"]),
+        ("dpt", ["--rank", "2"], {"rank": 2}),
+        ("dept", ["--rank", "2", "--lr-lowrank", "0.001"], {"rank": 2, "lr_lowrank": 0.001, "text_len": 256}),
+        ("residual", ["--bottleneck", "8"], {"bottleneck": 8, "folded": True}),
+        ("ulpt", ["--tune", "projection"], {"tune": "projection"}),
+        ("ulpt", ["--neutral-init", "--neutral-steps", "2"], {"neutral_init": True, "neutral_steps": 2}),
     ],
 )
-def test_cli_trains_saves_and_evaluates_each_method(tmp_path, capsys, tiny_model_dir, data_dir, method, options):
+def test_cli_trains_saves_and_evaluates_each_method(
+    tmp_path, capsys, tiny_model_dir, data_dir, method, options, expected
+):
     out = tmp_path / method
     argv = [
         "train", "--task", "sst2", "--data-dir", str(data_dir), "--model", tiny_model_dir, "--method", method,
@@ -284,10 +302,7 @@ def test_cli_trains_saves_and_evaluates_each_method(tmp_path, capsys, tiny_model
     assert main(argv) == 0
     meta = json.loads((out / "prompt.json").read_text())
     assert meta["method"] == method
-    for flag, value in zip(options[::2], options[1::2] + [None] * len(options), strict=False):
-        key = flag[2:].replace("-", "_")
-        if key in meta["config"] and value is not None:
-            assert str(meta["config"][key]) == value
+    assert {k: meta["config"][k] for k in expected} == expected
     capsys.readouterr()
     assert main(["eval", str(out), "--data-dir", str(data_dir), "--split", "test", "--limit", "8",
                  "--model", tiny_model_dir]) == 0  # fmt: skip

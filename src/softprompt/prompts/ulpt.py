@@ -9,11 +9,10 @@ positions and align the projected prompt with the model's embedding space. Train
 Variants for the paper's analyses:
     tune="projection"   z frozen (seeded N(0, 1), stored), A learnable (stored): the paper's Table 3 comparison;
                         trainable r·D + 2·D.
-    neutral_init        z = 0 and shift = the embedding of `neutral_text`'s first token (default "": zero), so every
-                        prompt position starts as the same neutral vector and the template's zero-shot behaviour
-                        is (nearly) kept at step 0 — z ~ N(0, 1) puts n random vectors in front of the text.
-                        z still gets gradients at z = 0 (∂p/∂z = ∂L/∂p · (A ⊙ scale)ᵀ), unlike a zero scale.
-                        bench/ulpt_neutral_init.py measures it against the bare template.
+    neutral_init        opt-in: before training, fit the prompt (from the authors' start) to the bare template's
+                        label distribution for `neutral_steps` steps (softprompt/training/neutral.py), so training
+                        starts at the template's zero-shot behaviour; z ~ N(0, 1) alone puts n random vectors in
+                        front of the text. bench/ulpt_neutral_init.py measures it against the bare template.
 """
 
 from __future__ import annotations
@@ -42,8 +41,8 @@ class ULPTConfig(PromptConfig):
     use_scale: bool = True
     use_shift: bool = True
     tune: Tuned = "z"  # "projection": z frozen, A learnable (the paper's Table 3)
-    neutral_init: bool = False  # z = 0, shift = embedding of neutral_text: starts (nearly) at the template's behaviour
-    neutral_text: str = ""  # "" = the zero vector; else the embedding of this text's first token
+    neutral_init: bool = False  # fit the start to the bare template's label distribution before training
+    neutral_steps: int = 30  # steps of that fit (on the training texts; labels unused)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -55,10 +54,8 @@ class ULPTConfig(PromptConfig):
             raise ValueError(f"projection_scale must be positive, got {self.projection_scale}")
         if self.tune not in ("z", "projection"):
             raise ValueError(f"tune must be 'z' or 'projection', got {self.tune!r}")
-        if self.neutral_init and self.tune == "projection":
-            raise ValueError("neutral_init sets z = 0, which --tune projection keeps frozen (A would never move)")
-        if self.neutral_init and self.neutral_text and not self.use_shift:
-            raise ValueError("neutral_text is the starting shift; it needs a learnable shift (drop --no-shift)")
+        if self.neutral_steps < 0:
+            raise ValueError(f"neutral_steps must be >= 0, got {self.neutral_steps}")
 
     def projection_spec(self, hidden_size: int) -> ProjectionSpec:
         scale = self.projection_scale
@@ -88,16 +85,9 @@ class ULPT(SoftPrompt):
         self.shift = nn.Parameter(torch.zeros(hidden_size), requires_grad=config.use_shift)
 
     def initialize(self, model: ModelAccess | None, seed: int) -> None:
+        # z ~ N(0, 1) as in the authors' code; seeded so runs are reproducible (neutral_init starts here too).
+        generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            if self.config.neutral_init:
-                self.z.zero_()
-                if self.config.neutral_text:
-                    if model is None:
-                        raise ValueError("neutral_text needs the model's embeddings")
-                    self.shift.copy_(model.text_embeddings(self.config.neutral_text, 1)[0])
-                return
-            # z ~ N(0, 1) as in the authors' code; seeded so runs are reproducible.
-            generator = torch.Generator().manual_seed(seed)
             self.z.copy_(torch.randn(self.z.shape, generator=generator))
 
     def up(self, z: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from softprompt.runs import RunFolder, data_fingerprint
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example
 from softprompt.training.batches import batch_indices
+from softprompt.training.neutral import fit_to_template
 from softprompt.training.schedule import linear_warmup_decay
 
 LOSSES = ("ce", "hinge")
@@ -127,6 +128,11 @@ def train_prompt(
         prompt.load_state_tensors({k[len("prompt.") :]: v for k, v in tensors.items() if k.startswith("prompt.")})
     else:
         prompt.calibrate(evaluator, train)  # BBT/BBTv2: projection stds from the model, exactly as CMA-ES does
+        if getattr(prompt.config, "neutral_init", False):  # ULPT --neutral-init: start at the template's behaviour
+            fit = fit_to_template(scorer, prompt, train, steps=prompt.config.neutral_steps, lr=config.lr,
+                                  batch_size=config.batch_size, seed=config.seed)  # fmt: skip
+            if fit:
+                run.log.write({"step": 0, "split": "neutral_fit", "kl_first": fit[0], "kl_last": fit[-1]})
     groups = prompt.param_groups(config.lr)
     params = [p for group in groups for p in group["params"]]
     if not params:
