@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from synthetic import learnable_backbone, synthetic_examples, synthetic_task
 
 from softprompt.api import make_prompt_config, new_prompt
 from softprompt.artifact import PromptArtifact
@@ -20,7 +21,6 @@ from softprompt.scoring import Scorer
 from softprompt.testing import tiny_backbone
 from softprompt.training.neutral import fit_to_template, template_kl
 from softprompt.training.trainer import TrainConfig, train_prompt
-from tests.synthetic import learnable_backbone, synthetic_examples, synthetic_task
 
 T5_BASE = load_shape("t5-base")  # D = 768, the paper's max length 256
 
@@ -225,6 +225,14 @@ def test_trainer_runs_the_neutral_fit_only_when_asked(tmp_path):
         assert len(fits) == int(neutral)
         if neutral:
             assert fits[0]["kl_first"] > 0 and fits[0]["kl_last"] >= 0
+
+
+def test_black_box_search_refuses_the_gradient_only_ulpt_variants():
+    from softprompt.blackbox.spaces import make_space
+
+    for options in ({"tune": "projection"}, {"neutral_init": True}):
+        with pytest.raises(ValueError, match="gradient-training variants"):
+            make_space(build_prompt(ULPTConfig(prompt_len=4, rank=2, **options), 16))
 
 
 def test_dpt_starts_at_the_best_rank_r_approximation_of_the_vocabulary_start():

@@ -119,6 +119,9 @@ class ULPTSpace(Space):
     prompt: ULPT
 
     def __init__(self, prompt: ULPT, shift_std: float) -> None:
+        if prompt.config.tune != "z" or prompt.config.neutral_init:
+            raise ValueError("black-box ULPT searches z from the authors' start; --tune projection and "
+                             "--neutral-init are gradient-training variants (softprompt train)")  # fmt: skip
         super().__init__(prompt)
         self.scale_shift = prompt.config.use_scale and prompt.config.use_shift
         self.shift_std = shift_std
