@@ -21,6 +21,10 @@ class DataError(ValueError):
     """A data file is missing, malformed, or disagrees with the task definition. The message names file and line."""
 
 
+class DataWarning(UserWarning):
+    """Something in a data file was odd but handled (a fallback encoding); the CLI prints these."""
+
+
 @dataclass(frozen=True)
 class Example:
     text: str
