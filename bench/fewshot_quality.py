@@ -26,17 +26,17 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results  # noqa: E402
+from common import machine_info, markdown_table, write_results
 
-from softprompt.api import make_prompt_config, new_prompt  # noqa: E402
-from softprompt.blackbox.search import SearchConfig, run_search  # noqa: E402
-from softprompt.evaluation import evaluate  # noqa: E402
-from softprompt.evaluator import LocalEvaluator  # noqa: E402
-from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone  # noqa: E402
-from softprompt.models.inputs import PromptInputs  # noqa: E402
-from softprompt.scoring import Scorer  # noqa: E402
-from softprompt.tasks.base import Example, Task  # noqa: E402
-from softprompt.training.trainer import TrainConfig, train_prompt  # noqa: E402
+from softprompt.api import make_prompt_config, new_prompt
+from softprompt.blackbox.search import SearchConfig, run_search
+from softprompt.evaluation import evaluate
+from softprompt.evaluator import LocalEvaluator
+from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone
+from softprompt.models.inputs import PromptInputs
+from softprompt.scoring import Scorer
+from softprompt.tasks.base import Example, Task
+from softprompt.training.trainer import TrainConfig, train_prompt
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = ("zero-shot", "bbt", "bbtv2", "ulpt-cma", "ulpt-grad")

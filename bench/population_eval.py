@@ -30,17 +30,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results  # noqa: E402
+from common import machine_info, markdown_table, write_results
 
-from softprompt.blackbox.cmaes import new_es, single_threaded_numpy_blas  # noqa: E402
-from softprompt.blackbox.search import SearchConfig, schedule  # noqa: E402
-from softprompt.blackbox.spaces import create_prompt, make_space  # noqa: E402
-from softprompt.evaluator import LocalEvaluator  # noqa: E402
-from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone  # noqa: E402
-from softprompt.models.inputs import PromptInputs  # noqa: E402
-from softprompt.prompts.bbt import BBTv2  # noqa: E402
-from softprompt.scoring import Scorer, ScoringBatch, classification_loss  # noqa: E402
-from softprompt.tasks.base import Example  # noqa: E402
+from softprompt.blackbox.cmaes import new_es, single_threaded_numpy_blas
+from softprompt.blackbox.search import SearchConfig, schedule
+from softprompt.blackbox.spaces import create_prompt, make_space
+from softprompt.evaluator import LocalEvaluator
+from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone
+from softprompt.models.inputs import PromptInputs
+from softprompt.prompts.bbt import BBTv2
+from softprompt.scoring import Scorer, ScoringBatch, classification_loss
+from softprompt.tasks.base import Example
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

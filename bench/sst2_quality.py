@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results  # noqa: E402
+from common import machine_info, markdown_table, write_results
 
-from softprompt.api import make_prompt_config, new_prompt  # noqa: E402
-from softprompt.cli.common import subset  # noqa: E402
-from softprompt.evaluation import evaluate  # noqa: E402
-from softprompt.scoring import Scorer  # noqa: E402
-from softprompt.tasks.builtin import get_task  # noqa: E402
-from softprompt.training.trainer import TrainConfig, train_prompt  # noqa: E402
+from softprompt.api import make_prompt_config, new_prompt
+from softprompt.cli.common import subset
+from softprompt.evaluation import evaluate
+from softprompt.scoring import Scorer
+from softprompt.tasks.builtin import get_task
+from softprompt.training.trainer import TrainConfig, train_prompt
 
 
 def parse_args() -> argparse.Namespace:

@@ -48,15 +48,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results  # noqa: E402
+from common import machine_info, markdown_table, write_results
 
-from softprompt.api import new_prompt  # noqa: E402
-from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone  # noqa: E402
-from softprompt.models.backbone import EncodedBatch  # noqa: E402
-from softprompt.prompts import PromptTuningConfig, ULPTConfig  # noqa: E402
-from softprompt.prompts.base import SoftPrompt  # noqa: E402
-from softprompt.scoring import Scorer, ScoringBatch  # noqa: E402
-from softprompt.tasks.base import Example, Task  # noqa: E402
+from softprompt.api import new_prompt
+from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone
+from softprompt.models.backbone import EncodedBatch
+from softprompt.prompts import PromptTuningConfig, ULPTConfig
+from softprompt.prompts.base import SoftPrompt
+from softprompt.scoring import Scorer, ScoringBatch
+from softprompt.tasks.base import Example, Task
 
 # SST-2-style movie-review snippets (written for this benchmark), label 1 = positive.
 SENTENCES: list[tuple[str, int]] = [

@@ -13,18 +13,18 @@ import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-import uvicorn  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+import uvicorn
+from fastapi.testclient import TestClient
 
-from softprompt.models.backbone import Backbone  # noqa: E402
-from softprompt.models.inputs import PromptInputs  # noqa: E402
-from softprompt.models.statistics import clipped_std  # noqa: E402
-from softprompt.remote.client import EndpointError, EndpointUnavailable, RemoteEvaluator  # noqa: E402
-from softprompt.remote.server import Limits, create_app  # noqa: E402
-from softprompt.remote.wire import MEDIA_TYPE, batch_to_tensors, encode  # noqa: E402
-from softprompt.scoring import Scorer  # noqa: E402
-from softprompt.tasks.base import Example, Task  # noqa: E402
-from softprompt.testing import tiny_backbone  # noqa: E402
+from softprompt.models.backbone import Backbone, EncodedBatch
+from softprompt.models.inputs import PromptInputs
+from softprompt.models.statistics import clipped_std
+from softprompt.remote.client import EndpointError, EndpointUnavailable, RemoteEvaluator
+from softprompt.remote.server import Limits, create_app
+from softprompt.remote.wire import BATCH_FIELDS, EXTRA_PREFIX, MEDIA_TYPE, encode
+from softprompt.scoring import Scorer
+from softprompt.tasks.base import Example, Task
+from softprompt.testing import tiny_backbone
 
 EXAMPLES = [
     Example("the movie was very good and fun", label=1),
@@ -143,6 +143,14 @@ def test_clipped_std_tames_outliers() -> None:
 
 
 # --- bad requests get a 4xx and a message ----------------------------------------------------------------------
+def batch_to_tensors(batch: EncodedBatch) -> dict[str, torch.Tensor]:
+    """An encoded batch as the tensors of a /v1/scores body (what the client sends after /v1/tokenize)."""
+    return {
+        **{name: getattr(batch, name) for name in BATCH_FIELDS},
+        **{EXTRA_PREFIX + k: v for k, v in batch.extras.items()},
+    }
+
+
 def scores_body(bb: Backbone, **override: torch.Tensor | None) -> bytes:
     tensors = batch_to_tensors(bb.encode(["the movie was good", "bad"]))
     tensors |= {"token_ids": torch.tensor([7, 9]), "prompts": torch.zeros(2, N, bb.hidden_size)}

@@ -16,10 +16,12 @@ Padding rows with zeros is exact: a zero addition changes nothing and padded pos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
+
+TensorMap = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -84,7 +86,7 @@ class PromptInputs:
         return torch.full((self.num_rows,), self.prefix_len, dtype=torch.long)
 
     # --- rows -----------------------------------------------------------------------------------------------------
-    def _map(self, row_fn, layer_fn) -> PromptInputs:  # noqa: ANN001 - two small tensor -> tensor functions
+    def _map(self, row_fn: TensorMap, layer_fn: TensorMap) -> PromptInputs:
         out = {}
         for f in fields(self):
             t = getattr(self, f.name)
