@@ -70,9 +70,12 @@ def local_scores(bb: Backbone, task: Task, prompts: torch.Tensor, deep: torch.Te
     return torch.stack(rows)
 
 
+LOCAL = "http://127.0.0.1"  # the endpoint answers loopback Host names only, unless told otherwise
+
+
 def remote(bb: Backbone, task: Task, **limits: int) -> RemoteEvaluator:
-    client = TestClient(create_app(bb, Limits(**limits)))
-    return RemoteEvaluator("http://testserver", task, http_client=client, retries=1)
+    client = TestClient(create_app(bb, Limits(**limits)), base_url=LOCAL)
+    return RemoteEvaluator(LOCAL, task, http_client=client, retries=1)
 
 
 # --- same numbers as local scoring ------------------------------------------------------------------------------
@@ -173,19 +176,20 @@ def scores_body(bb: Backbone, **override: torch.Tensor | None) -> bytes:
     ],
 )
 def test_bad_scores_requests(llama: Backbone, override: dict, status: int, message: str) -> None:
-    client = TestClient(create_app(llama))
+    client = TestClient(create_app(llama), base_url=LOCAL)
     response = client.post("/v1/scores", content=scores_body(llama, **override), headers={"content-type": MEDIA_TYPE})
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
 
 
 def test_bad_bodies_and_limits(llama: Backbone) -> None:
-    client = TestClient(create_app(llama, Limits(max_request_bytes=2000, max_rows=3)))
-    garbage = client.post("/v1/scores", content=b"\x80\x04pickle?" * 4)
+    client = TestClient(create_app(llama, Limits(max_request_bytes=2000, max_rows=3)), base_url=LOCAL)
+    binary = {"content-type": MEDIA_TYPE}
+    garbage = client.post("/v1/scores", content=b"\x80\x04pickle?" * 4, headers=binary)
     assert garbage.status_code == 400 and "safetensors" in garbage.json()["detail"]
-    big = client.post("/v1/scores", content=b"x" * 5000)
+    big = client.post("/v1/scores", content=b"x" * 5000, headers=binary)
     assert big.status_code == 413 and "exceeds" in big.json()["detail"]
-    rows = client.post("/v1/scores", content=scores_body(llama, prompts=torch.zeros(2, 1, 32)))
+    rows = client.post("/v1/scores", content=scores_body(llama, prompts=torch.zeros(2, 1, 32)), headers=binary)
     assert rows.status_code == 422 and "rows" in rows.json()["detail"]
     assert client.post("/v1/tokenize", json={"texts": "not a list"}).status_code == 422
     mismatch = client.post("/v1/tokenize", json={"texts": ["a"], "continuations": [[1], [2]]})
