@@ -315,6 +315,11 @@ def create_app(
         if len(req.texts) > limits.max_rows or len(req.words) > limits.max_token_ids:
             raise _bad(f"at most {limits.max_rows} texts and {limits.max_token_ids} words per request")
         _within(max(map(len, [*req.texts, *req.words]), default=0), limits.max_text_chars, "characters in one text")
+        for i, text in enumerate([*req.texts, *req.words]):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:  # JSON can carry lone surrogates, which no tokenizer takes
+                raise _bad(f"text {i} is not valid Unicode: {err.reason} at position {err.start}") from None
         if req.continuations is not None:
             if len(req.continuations) != len(req.texts):
                 raise _bad(f"{len(req.continuations)} continuations for {len(req.texts)} texts")
