@@ -345,16 +345,22 @@ class Backbone:
         self,
         texts: Sequence[str],
         prompt: PromptInputs | None = None,
-        max_new_tokens: int = 32,
+        max_new_tokens: int | None = None,
         *,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
+        options: GenerationOptions | None = None,
+        **settings: Any,
     ) -> list[str]:
-        """Batched decoding with a key/value cache: greedy, or sampling with temperature / nucleus (top_p), up to
-        `max_new_tokens` per row, each row cut at its first `stop` string. `prompt` has one row or one per text."""
+        """Batched decoding with a key/value cache (see `GenerationOptions`); `prompt` has one row or one per text.
+
+        Pass `options`, or its fields as keywords: `generate(texts, prompt, 16, do_sample=True, seed=0)`."""
+        if options is None:
+            options = GenerationOptions(**({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}),
+                                        **settings)  # fmt: skip
+        elif max_new_tokens is not None or settings:
+            raise ValueError("pass generation settings either as `options` or as keywords, not both")
+        return self._generate(list(texts), prompt, options)
+
+    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
         raise NotImplementedError(f"{self.name} ({self.kind}) cannot generate text")
 
     # --- shared plumbing ---------------------------------------------------------------------------------------
@@ -382,20 +388,41 @@ def gather_positions(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
 
-def next_tokens(
-    logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """(B, V) logits of the next position -> (B,) token ids: argmax, or a sample from the top-p nucleus."""
-    if not do_sample:
-        return logits.argmax(-1)
-    if temperature <= 0 or not 0 < top_p <= 1:
-        raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keep the smallest prefix reaching top_p
-    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-    picked = torch.multinomial(sorted_probs.cpu(), 1, generator=generator).to(logits.device)
-    return order.gather(-1, picked).squeeze(-1)
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How `Backbone.generate` decodes, checked once: greedy, or sampling with `temperature` and nucleus `top_p`;
+    at most `max_new_tokens` per row; each row cut at its first `stop` string; `seed` fixes the sampling stream."""
+
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)  # one string is one stop, not chars
+        object.__setattr__(self, "stop", stop)
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+
+    def sampler(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """(B, V) logits of the next position -> (B,) token ids: argmax, or a seeded sample from the top-p nucleus."""
+        if not self.do_sample:
+            return lambda logits: logits.argmax(-1)
+        generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+
+        def sample(logits: torch.Tensor) -> torch.Tensor:
+            probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p  # keep the smallest prefix reaching top_p
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            picked = torch.multinomial(sorted_probs.cpu(), 1, generator=generator).to(logits.device)
+            return order.gather(-1, picked).squeeze(-1)
+
+        return sample
 
 
 @dataclass

@@ -17,9 +17,9 @@ from softprompt.models.backbone import (
     Backbone,
     Decoded,
     EncodedBatch,
+    GenerationOptions,
     Inserted,
     _LayerPlan,
-    next_tokens,
     pad_2d,
 )
 from softprompt.models.inputs import PromptInputs
@@ -93,22 +93,10 @@ class CausalLMBackbone(Backbone):
         return PromptInputs(prefix_keys=keys, prefix_values=values)
 
     @torch.no_grad()
-    def generate(
-        self,
-        texts: Sequence[str],
-        prompt: PromptInputs | None = None,
-        max_new_tokens: int = 32,
-        *,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
-    ) -> list[str]:
+    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
         from transformers import DynamicCache
 
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        max_new_tokens = options.max_new_tokens
         rows = [self._truncate(self._token_ids(t), reserve=max_new_tokens)[0] for t in texts]
         ids, mask = pad_2d(rows, self.tokenizer.pad_token_id)
         zeros = torch.zeros(len(rows), 1, dtype=torch.long)
@@ -139,10 +127,10 @@ class CausalLMBackbone(Backbone):
 
         hidden = self._with_plan(plan, forward, embeds, positions)  # the prompt acts on this prefill only
         next_pos = positions[:, -1:] + 1
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        decoded = Decoded(self.tokenizer, len(rows), stop)
+        choose = options.sampler()
+        decoded = Decoded(self.tokenizer, len(rows), options.stop)
         for step in range(max_new_tokens):
-            token = next_tokens(self.logits(hidden).float(), do_sample, temperature, top_p, generator)
+            token = choose(self.logits(hidden).float())
             if decoded.add(token) or step == max_new_tokens - 1:
                 break
             attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)

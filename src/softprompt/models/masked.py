@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from softprompt.models.backbone import Backbone, EncodedBatch, Inserted, pad_2d
+from softprompt.models.backbone import Backbone, EncodedBatch, GenerationOptions, Inserted, pad_2d
 from softprompt.models.inputs import PromptInputs
 
 
@@ -72,7 +72,7 @@ class MaskedLMBackbone(Backbone):
             return cls.predictions.transform(hidden)
         raise NotImplementedError(f"unknown masked-LM head on {type(self.model).__name__}")
 
-    def generate(self, texts: Sequence[str], prompt: object = None, max_new_tokens: int = 32, **_: object) -> list[str]:
+    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
         raise NotImplementedError(
             f"{self.name} is a masked LM: it fills <mask> slots but cannot generate free text; "
             "use a causal or seq2seq backbone for generation tasks"

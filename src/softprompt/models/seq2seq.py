@@ -17,10 +17,10 @@ from softprompt.models.backbone import (
     Backbone,
     Decoded,
     EncodedBatch,
+    GenerationOptions,
     Inserted,
     _LayerPlan,
     gather_positions,
-    next_tokens,
     pad_2d,
 )
 from softprompt.models.inputs import PromptInputs
@@ -110,24 +110,11 @@ class Seq2SeqBackbone(Backbone):
         return self._output_scale
 
     @torch.no_grad()
-    def generate(
-        self,
-        texts: Sequence[str],
-        prompt: PromptInputs | None = None,
-        max_new_tokens: int = 32,
-        *,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
-    ) -> list[str]:
+    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
         """Batched decoding: the encoder runs once with the prompt in front of each text, the decoder steps with a
         key/value cache."""
         from transformers import DynamicCache, EncoderDecoderCache
 
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         batch = self.encode(texts)
         x = self.insert(batch, prompt)
         plan = _LayerPlan(x.deep, self.prompt_offset) if x.deep is not None else None
@@ -136,9 +123,9 @@ class Seq2SeqBackbone(Backbone):
         cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         rows = len(texts)
         token = torch.full((rows,), self.decoder_start_token_id, dtype=torch.long, device=self.device)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        decoded = Decoded(self.tokenizer, rows, stop)
-        for _ in range(max_new_tokens):
+        choose = options.sampler()
+        decoded = Decoded(self.tokenizer, rows, options.stop)
+        for _ in range(options.max_new_tokens):
             hidden = self.model.get_decoder()(
                 input_ids=token[:, None],
                 encoder_hidden_states=encoded.last_hidden_state,
@@ -146,7 +133,7 @@ class Seq2SeqBackbone(Backbone):
                 past_key_values=cache,
                 use_cache=True,
             ).last_hidden_state[:, -1]
-            token = next_tokens(self.logits(hidden).float(), do_sample, temperature, top_p, generator)
+            token = choose(self.logits(hidden).float())
             if decoded.add(token):
                 break
         return decoded.texts()
