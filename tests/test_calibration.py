@@ -18,14 +18,6 @@ OPTIONS = {"prompt_len": 4, "dim": 12, "alpha": 0.7, "sigma": 0.3, "projection_s
 SEED = 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("method", ["bbt", "bbtv2"])
 def test_gradient_and_cma_es_paths_calibrate_identically(tmp_path, method):
     backbone, task = learnable_backbone(), synthetic_task()

@@ -8,14 +8,6 @@ from softprompt.models.inputs import PromptInputs
 from softprompt.testing import tiny_backbone
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("arch", ["llama", "t5"])
 def test_options_and_keywords_decode_identically(arch: str) -> None:
     bb = tiny_backbone(arch)
