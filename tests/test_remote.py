@@ -485,6 +485,10 @@ def test_serve_lm_refuses_bad_port_and_missing_key_before_loading(tmp_path, caps
     monkeypatch.delenv("SOFTPROMPT_TEST_KEY", raising=False)
     assert main(["serve-lm", "--model", str(model), "--api-key-env", "SOFTPROMPT_TEST_KEY"]) == 2
     assert "environment variable SOFTPROMPT_TEST_KEY is not set" in capsys.readouterr().err
+    search = ["blackbox", "--endpoint", "http://127.0.0.1:9", "--api-key-env", "SOFTPROMPT_TEST_KEY", "--task", "sst2",
+              "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(search) == 2  # the client side: the same message, before any data is read
+    assert "environment variable SOFTPROMPT_TEST_KEY is not set" in capsys.readouterr().err
 
 
 def test_cli_registers_serve_lm() -> None:

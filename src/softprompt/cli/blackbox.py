@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.shots < 1 or args.chunk_size < 1:
         raise ValueError("--shots and --chunk-size must be positive")
+    api_key = api_key_from_env(args.api_key_env)  # before any work: a missing key is the user's to fix
     task = resolve_task(args)
     search = given(args, SearchConfig, exclude={"prompt", "sigma"})
     options = method_options(args)
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.endpoint:
         from softprompt.remote.client import RemoteEvaluator
 
-        evaluator = RemoteEvaluator(args.endpoint, task, api_key=api_key_from_env(args.api_key_env))
+        evaluator = RemoteEvaluator(args.endpoint, task, api_key=api_key)
     else:
         from softprompt.evaluator import LocalEvaluator
         from softprompt.scoring import Scorer
