@@ -108,6 +108,23 @@ def test_population_larger_than_one_request_is_split(llama: Backbone) -> None:
     torch.testing.assert_close(got, local_scores(llama, SINGLE, prompts, deep), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("limit", ["max_work_tokens", "max_output_values"])
+def test_client_splits_a_population_by_the_work_limits(llama: Backbone, limit: str) -> None:
+    """One candidate per request when the endpoint's work or output limit allows no more; same scores."""
+    prompts, deep = candidates(llama)
+    sent = remote(llama, MULTI)._encode(EXAMPLES).tensors  # what the client sends per candidate: rows x width
+    (rows, width), scored = sent["input_ids"].shape, sent["score_index"].shape[1]
+    columns = len({t for word in MULTI.verbalizer for t in llama.tokenize(word)})
+    one = {"max_work_tokens": rows * (N + width), "max_output_values": rows * scored * columns}[limit]
+    evaluator = remote(llama, MULTI, **{limit: one})
+    requests = []
+    original = evaluator._binary
+    evaluator._binary = lambda *a, **k: requests.append(1) or original(*a, **k)
+    got = evaluator.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=deep))
+    assert len(requests) == P
+    torch.testing.assert_close(got, local_scores(llama, MULTI, prompts, deep), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("task", [SINGLE, MULTI], ids=["single-token", "multi-token"])
 def test_remote_matches_local_evaluator(llama: Backbone, task: Task) -> None:
     from softprompt.evaluator import LocalEvaluator
