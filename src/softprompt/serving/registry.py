@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from softprompt.models.backbone import Backbone
 
 SCHEMA_VERSION = 1
+SQLITE_PAGE_SIZE = 32768
 MAX_BLOB_BYTES = MAX_METADATA_BYTES + MAX_TENSOR_BYTES + 64
 REF_PATTERN = re.compile(r"(?:(?P<owner>[^/@]+)/)?(?P<name>[^/@]+)(?:@(?P<version>[0-9]{1,9}))?")
 COLUMNS = "p.tenant, p.name, p.version, n.public, p.method, p.sha256, p.created, p.data"
@@ -165,6 +166,9 @@ class _SQLite(_Database):
 
         try:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            # A new database gets 32 KB pages: five ~6 KB prompt rows share a page (with 4 KB pages each row
+            # spills into an overflow page and takes 8 KB); an existing database keeps its page size.
+            conn.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as err:
             raise ValueError(f"cannot open the SQLite registry {self.path!r}: {err}") from err
@@ -280,7 +284,28 @@ class Registry:
 
     def put_many(self, items: Iterable[tuple[str, str, bytes, bool]]) -> list[PromptRecord]:
         """Several puts in one transaction (all or none): (tenant, name, blob, public) each."""
-        rows = [self._prepare(*item) for item in items]
+        return self._store([self._prepare(*item) for item in items])
+
+    def _prepare(self, tenant: str, name: str, blob: bytes, public: bool) -> tuple[Any, ...]:
+        """Checked names and blob (a valid artifact) -> the row `_store` writes."""
+        try:
+            check_name(tenant, "tenant")
+            check_name(name, "prompt")
+        except ValueError as err:
+            raise RegistryError(422, str(err)) from err
+        if not isinstance(blob, (bytes, bytearray, memoryview)):
+            raise RegistryError(422, f"prompt blob must be bytes, not {type(blob).__name__}")
+        blob = bytes(blob)
+        if len(blob) > MAX_BLOB_BYTES:
+            raise RegistryError(413, f"prompt blob of {len(blob)} bytes exceeds the {MAX_BLOB_BYTES} allowed")
+        try:
+            artifact = PromptArtifact.from_bytes(blob)
+        except ArtifactError as err:
+            raise RegistryError(422, f"not a valid prompt artifact: {err}") from err
+        return encode_row(tenant, name, blob, public, artifact.method)
+
+    def _store(self, rows: Sequence[tuple[Any, ...]]) -> list[PromptRecord]:
+        """Write prepared rows (see `encode_row`) in one transaction, each as its name's next version."""
 
         def work(conn: Any) -> list[PromptRecord]:
             records = []
@@ -314,24 +339,6 @@ class Registry:
             return records
 
         return self._run(work)
-
-    def _prepare(self, tenant: str, name: str, blob: bytes, public: bool) -> tuple[Any, ...]:
-        try:
-            check_name(tenant, "tenant")
-            check_name(name, "prompt")
-        except ValueError as err:
-            raise RegistryError(422, str(err)) from err
-        if not isinstance(blob, (bytes, bytearray, memoryview)):
-            raise RegistryError(422, f"prompt blob must be bytes, not {type(blob).__name__}")
-        blob = bytes(blob)
-        if len(blob) > MAX_BLOB_BYTES:
-            raise RegistryError(413, f"prompt blob of {len(blob)} bytes exceeds the {MAX_BLOB_BYTES} allowed")
-        try:
-            artifact = PromptArtifact.from_bytes(blob)
-        except ArtifactError as err:
-            raise RegistryError(422, f"not a valid prompt artifact: {err}") from err
-        sha = hashlib.sha256(blob).hexdigest()
-        return tenant, name, blob, bool(public), artifact.method, sha, zlib.compress(blob, 6)
 
     def get(self, tenant: str, name: str, version: int | None = None) -> PromptRecord:
         """tenant's own prompt (the latest version if none is given)."""
@@ -501,6 +508,11 @@ class Registry:
 
     def __repr__(self) -> str:
         return f"Registry({self.url!r})"
+
+
+def encode_row(tenant: str, name: str, blob: bytes, public: bool, method: str) -> tuple[Any, ...]:
+    """What a row stores for a (validated) blob: its sha256 and its zlib-compressed bytes."""
+    return tenant, name, blob, bool(public), method, hashlib.sha256(blob).hexdigest(), zlib.compress(blob, 6)
 
 
 def _ref(tenant: str, name: str, version: int | None) -> str:
