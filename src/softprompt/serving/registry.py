@@ -365,9 +365,15 @@ class Registry:
     def list(self, tenant: str, *, include_public: bool = True) -> list[PromptRecord]:
         """The latest version of each of tenant's prompts (and of other tenants' public ones), by key."""
         latest = "p.version = (SELECT MAX(q.version) FROM sp_prompts q WHERE q.tenant = p.tenant AND q.name = p.name)"
-        who = "(n.tenant = ? OR n.public = 1)" if include_public else "n.tenant = ?"
-        statement = f"SELECT {COLUMNS} FROM {JOIN} WHERE {who} AND {latest} ORDER BY p.tenant, p.name"
-        rows = self._run(lambda conn: self._query(conn, statement, (tenant,)))
+        # Two indexed selects (own: the primary key's tenant prefix; others' public: the public index), not an OR
+        # that would scan every name.
+        statement = f"SELECT {COLUMNS} FROM {JOIN} WHERE n.tenant = ? AND {latest}"
+        params: tuple[Any, ...] = (tenant,)
+        if include_public:
+            statement += f" UNION ALL SELECT {COLUMNS} FROM {JOIN} WHERE n.public = 1 AND n.tenant <> ? AND {latest}"
+            params = (tenant, tenant)
+        statement += " ORDER BY 1, 2"
+        rows = self._run(lambda conn: self._query(conn, statement, params))
         return [_record(row) for row in rows]
 
     def versions(self, tenant: str, name: str) -> list[PromptRecord]:
