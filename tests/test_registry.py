@@ -14,7 +14,7 @@ from postgres import PostgresServer, Unavailable
 
 from softprompt.artifact import PromptArtifact
 from softprompt.prompts import ULPTConfig, build_prompt
-from softprompt.serving.registry import PromptCache, Registry, RegistryError, open_registry
+from softprompt.serving.registry import PromptCache, Registry, RegistryError, open_registry, redact
 
 MODEL = {"name": "tiny-test", "kind": "causal", "hidden_size": 32, "fingerprint": "0123456789abcdef"}
 
@@ -317,3 +317,4 @@ def test_open_registry_urls(tmp_path) -> None:
             open_registry(url)
     with pytest.raises(ValueError, match="cannot open"):
         open_registry(str(tmp_path / "missing" / "folder" / "r.db"))
+    assert redact("postgresql://bob:s3cret@db:5432/reg") == "postgresql://bob:***@db:5432/reg"

@@ -232,8 +232,14 @@ def _database(url: str) -> _Database:
     return _SQLite(url)
 
 
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
 def open_registry(url: str) -> Registry:
-    """ "sqlite:///path/to.db" or a plain path -> SQLite (WAL); "postgresql://user@host:port/db" -> PostgreSQL."""
+    """A registry: `sqlite:///path/to.db` or a plain path -> SQLite (WAL); `postgresql://user@host:port/db` ->
+    PostgreSQL (psycopg 3)."""
     return Registry(url)
 
 
@@ -513,7 +519,7 @@ class Registry:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Registry({self.url!r})"
+        return f"Registry({redact(self.url)!r})"
 
 
 def encode_row(tenant: str, name: str, blob: bytes, public: bool, method: str) -> tuple[Any, ...]:
