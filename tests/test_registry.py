@@ -87,7 +87,12 @@ def test_put_get_versions_and_blob_round_trip(registry: Registry) -> None:
     assert torch.equal(loaded.prompt.vectors(), make_artifact(1).prompt.vectors())
     assert status_of(lambda: registry.get("acme", "sentiment", 3)) == 404
     assert status_of(lambda: registry.get("acme", "other")) == 404
-    assert [r.version for r in registry.versions("acme", "sentiment")] == [1, 2]
+    # put without a flag keeps the name's; with one, sets it for every version; a new name starts private
+    assert registry.put("acme", "sentiment", blobs[0]).public
+    assert not registry.put("acme", "sentiment", blobs[0], public=False).public
+    assert not registry.get("acme", "sentiment", 2).public
+    assert registry.put("acme", "fresh", blobs[0]).public is False
+    assert [r.version for r in registry.versions("acme", "sentiment")] == [1, 2, 3, 4]
 
 
 def test_versions_are_never_reused(registry: Registry) -> None:

@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     a = actions.add_parser("add", parents=[owner], help="store an artifact folder as the next version of a prompt")
     a.add_argument("dir", help="artifact folder (prompt.json + prompt.safetensors)")
     a.add_argument("--name", required=True, help="prompt name (letters, digits, '.', '_', '-')")
-    a.add_argument("--public", action="store_true", help="readable by every tenant (never writable)")
+    a.add_argument("--public", action="store_true", default=None,
+                   help="readable by every tenant, never writable (default: as the earlier versions)")  # fmt: skip
     a.set_defaults(run=run_add)
 
     ls = actions.add_parser("list", parents=[owner], help="the latest version of each prompt the tenant sees")
@@ -70,7 +71,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     i.add_argument("dir", help="PEFT adapter folder (adapter_config.json + adapter_model.safetensors)")
     i.add_argument("--name", required=True, help="prompt name")
     i.add_argument("--task", help="built-in task the adapter was tuned for (template, labels, verbalizer)")
-    i.add_argument("--public", action="store_true", help="readable by every tenant")
+    i.add_argument("--public", action="store_true", default=None, help="readable by every tenant")
     add_model_args(i, default=None)
     i.set_defaults(run=run_import)
 

@@ -11,7 +11,8 @@ Why versions are never reused: the server keys its prompt prefix cache (keys/val
 `record.key`; were `t/n@3` deleted and written again with other numbers, a replica could serve the old prefix. So
 `sp_names` keeps each name's last version even after its rows are deleted.
 
-`public` belongs to a name (every version of it): `put` and `set_public` set it. A caller sees its own prompts and
+`public` belongs to a name (every version of it): `set_public` sets it, and so does `put` when given True or False
+(None, the default, keeps the name's flag; a new name starts private). A caller sees its own prompts and
 other tenants' public ones; everything else is reported exactly as a missing prompt (404), so existence never leaks.
 
 Every write bumps one counter (`generation()`), in the same transaction; readers (`PromptCache`, other replicas)
@@ -101,30 +102,30 @@ class PromptRecord:
 class RegistryError(ValueError):
     """A registry request that cannot be served; `status` is the HTTP status it maps to (404/403/409/413/422/500)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
 
 
 def _not_found(ref: str) -> RegistryError:
     # One wording for "absent" and "not yours": a caller cannot tell which.
-    return RegistryError(404, f"prompt {ref!r} not found")
+    return RegistryError(f"prompt {ref!r} not found", 404)
 
 
 def parse_ref(ref: str) -> tuple[str | None, str, int | None]:
     """'name', 'name@3', 'owner/name', 'owner/name@3' -> (owner or None, name, version or None)."""
     match = REF_PATTERN.fullmatch(ref) if isinstance(ref, str) else None
     if match is None:
-        raise RegistryError(422, f"invalid prompt reference {ref!r}: use name, name@VERSION or owner/name[@VERSION]")
+        raise RegistryError(f"invalid prompt reference {ref!r}: use name, name@VERSION or owner/name[@VERSION]", 422)
     owner, name, version = match["owner"], match["name"], match["version"]
     try:
         if owner is not None:
             check_name(owner, "tenant")
         check_name(name, "prompt")
     except ValueError as err:
-        raise RegistryError(422, str(err)) from err
+        raise RegistryError(str(err), 422) from err
     if version is not None and int(version) < 1:
-        raise RegistryError(422, f"invalid prompt reference {ref!r}: versions start at 1")
+        raise RegistryError(f"invalid prompt reference {ref!r}: versions start at 1", 422)
     return owner, name, None if version is None else int(version)
 
 
@@ -257,7 +258,7 @@ class Registry:
     # connections: one per thread, reopened when the server dropped it
     def _conn(self) -> Any:
         if self._closed:
-            raise RegistryError(500, "registry is closed")
+            raise RegistryError("registry is closed", 500)
         conn = getattr(self._local, "conn", None)
         if conn is None or self._db.broken(conn):
             conn = self._db.connect()
@@ -284,30 +285,30 @@ class Registry:
         self._execute(conn, "UPDATE sp_meta SET v = v + 1 WHERE k = 'generation'")
 
     # --- prompts ---------------------------------------------------------------------------------------------------
-    def put(self, tenant: str, name: str, blob: bytes, *, public: bool = False) -> PromptRecord:
+    def put(self, tenant: str, name: str, blob: bytes, *, public: bool | None = None) -> PromptRecord:
         """Store a new version of tenant/name (version = last + 1); durable on return."""
         return self.put_many([(tenant, name, blob, public)])[0]
 
-    def put_many(self, items: Iterable[tuple[str, str, bytes, bool]]) -> list[PromptRecord]:
+    def put_many(self, items: Iterable[tuple[str, str, bytes, bool | None]]) -> list[PromptRecord]:
         """Several puts in one transaction (all or none): (tenant, name, blob, public) each."""
         return self._store([self._prepare(*item) for item in items])
 
-    def _prepare(self, tenant: str, name: str, blob: bytes, public: bool) -> tuple[Any, ...]:
+    def _prepare(self, tenant: str, name: str, blob: bytes, public: bool | None) -> tuple[Any, ...]:
         """Checked names and blob (a valid artifact) -> the row `_store` writes."""
         try:
             check_name(tenant, "tenant")
             check_name(name, "prompt")
         except ValueError as err:
-            raise RegistryError(422, str(err)) from err
+            raise RegistryError(str(err), 422) from err
         if not isinstance(blob, (bytes, bytearray, memoryview)):
-            raise RegistryError(422, f"prompt blob must be bytes, not {type(blob).__name__}")
+            raise RegistryError(f"prompt blob must be bytes, not {type(blob).__name__}", 422)
         blob = bytes(blob)
         if len(blob) > MAX_BLOB_BYTES:
-            raise RegistryError(413, f"prompt blob of {len(blob)} bytes exceeds the {MAX_BLOB_BYTES} allowed")
+            raise RegistryError(f"prompt blob of {len(blob)} bytes exceeds the {MAX_BLOB_BYTES} allowed", 413)
         try:
             artifact = PromptArtifact.from_bytes(blob)
         except ArtifactError as err:
-            raise RegistryError(422, f"not a valid prompt artifact: {err}") from err
+            raise RegistryError(f"not a valid prompt artifact: {err}", 422) from err
         return encode_row(tenant, name, blob, public, artifact.method)
 
     def _store(self, rows: Sequence[tuple[Any, ...]]) -> list[PromptRecord]:
@@ -319,9 +320,11 @@ class Registry:
                 self._bump(conn)
                 for tenant, name, blob, public, method, sha, data in rows:
                     found = self._query(
-                        conn, "SELECT last_version FROM sp_names WHERE tenant = ? AND name = ?", (tenant, name)
+                        conn, "SELECT last_version, public FROM sp_names WHERE tenant = ? AND name = ?", (tenant, name)
                     )
                     version = found[0][0] + 1 if found else 1
+                    if public is None:  # keep the name's flag; a new name starts private
+                        public = bool(found[0][1]) if found else False
                     if found:
                         self._execute(
                             conn,
@@ -440,13 +443,13 @@ class Registry:
         try:
             check_name(tenant, "tenant")
         except ValueError as err:
-            raise RegistryError(422, str(err)) from err
+            raise RegistryError(str(err), 422) from err
         key = new_key()
 
         def work(conn: Any) -> None:
             with self._db.write(conn):
                 if self._query(conn, "SELECT 1 FROM sp_tenants WHERE tenant = ?", (tenant,)):
-                    raise RegistryError(409, f"tenant {tenant!r} already exists")
+                    raise RegistryError(f"tenant {tenant!r} already exists", 409)
                 self._bump(conn)
                 self._execute(
                     conn,
@@ -468,7 +471,7 @@ class Registry:
                     conn, "UPDATE sp_tenants SET key_hash = ? WHERE tenant = ?", (hash_key(key), tenant)
                 )
                 if changed == 0:
-                    raise RegistryError(404, f"tenant {tenant!r} not found")
+                    raise RegistryError(f"tenant {tenant!r} not found", 404)
 
         self._run(work)
         return key
@@ -483,7 +486,7 @@ class Registry:
                 removed += self._execute(conn, "DELETE FROM sp_tenants WHERE tenant = ?", (tenant,))
                 self._execute(conn, "UPDATE sp_names SET public = 0 WHERE tenant = ?", (tenant,))
                 if removed == 0:
-                    raise RegistryError(404, f"tenant {tenant!r} not found")
+                    raise RegistryError(f"tenant {tenant!r} not found", 404)
 
         self._run(work)
 
@@ -522,9 +525,9 @@ class Registry:
         return f"Registry({redact(self.url)!r})"
 
 
-def encode_row(tenant: str, name: str, blob: bytes, public: bool, method: str) -> tuple[Any, ...]:
+def encode_row(tenant: str, name: str, blob: bytes, public: bool | None, method: str) -> tuple[Any, ...]:
     """What a row stores for a (validated) blob: its sha256 and its zlib-compressed bytes."""
-    return tenant, name, blob, bool(public), method, hashlib.sha256(blob).hexdigest(), zlib.compress(blob, 6)
+    return tenant, name, blob, public, method, hashlib.sha256(blob).hexdigest(), zlib.compress(blob, 6)
 
 
 def _ref(tenant: str, name: str, version: int | None) -> str:
@@ -541,10 +544,10 @@ def _record(row: Sequence[Any]) -> PromptRecord:
         if inflate.unconsumed_tail or not inflate.eof:
             raise zlib.error("blob is truncated or larger than allowed")
     except zlib.error as err:
-        raise RegistryError(500, f"prompt {ref} is corrupt in the registry: {err}") from err
+        raise RegistryError(f"prompt {ref} is corrupt in the registry: {err}", 500) from err
     digest = hashlib.sha256(blob).hexdigest()
     if digest != sha:
-        raise RegistryError(500, f"prompt {ref} is corrupt in the registry: sha256 {digest} != stored {sha}")
+        raise RegistryError(f"prompt {ref} is corrupt in the registry: sha256 {digest} != stored {sha}", 500)
     return PromptRecord(str(tenant), str(name), int(version), bool(public), str(method), str(sha), float(created), blob)
 
 
@@ -604,7 +607,7 @@ class PromptCache:
         try:
             artifact = PromptArtifact.from_bytes(record.blob, self.backbone)
         except ArtifactError as err:
-            raise RegistryError(422, f"prompt {record.key} cannot be used: {err}") from err
+            raise RegistryError(f"prompt {record.key} cannot be used: {err}", 422) from err
         with self._lock:
             self._entries[entry_key] = (record, artifact)
             self._entries.move_to_end(entry_key)
