@@ -248,6 +248,7 @@ def main() -> None:
             for r in rows
         ],
     )  # fmt: skip
+    machine = machine_info()
     backend = "PostgreSQL" if args.url else "SQLite (WAL, synchronous=FULL)"
     markdown = (
         f"{backend}; synthetic ULPT r=2, n=100 prompts for SmolLM2-135M with the SST-2 task: {blob_bytes} bytes "
@@ -258,7 +259,7 @@ def main() -> None:
         f"(sha256 + zlib as `put` does, not validated), 10,000 per commit, cycling through {args.pool:,} distinct "
         f"valid blobs (generating and encoding one: {encode_rate:,.0f}/s).\n\n" + table + "\n\n"
         "CPU p99 = the 99th percentile of the thread's CPU time per call: the wall-time p99 on a shared machine "
-        "includes waits for a core (load average in the header).\n"
+        f"includes waits for a core (load average at the end, 1/5/15 min: {machine.get('load_average_1_5_15min')}).\n"
         "cold = `Registry.resolve` (primary-key read + decompress + sha256 check), pages possibly in the OS cache; "
         "no OS cache = the database file's pages dropped (posix_fadvise) before each lookup; load = "
         "`PromptArtifact.from_bytes`, which a cache miss adds to cold.\n"
@@ -274,7 +275,7 @@ def main() -> None:
             "sizes": rows,
         },
         markdown,
-        machine_info(),
+        machine,
     )
 
 
