@@ -15,6 +15,8 @@ COMMANDS = {
     "info": "info",
     "blackbox": "blackbox",
     "serve-lm": "serve_lm",
+    "registry": "registry",
+    "export": "export",
 }
 
 
