@@ -111,6 +111,14 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
+def read_json_object(path: str | os.PathLike[str], *, max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """A JSON file whose top level must be an object."""
+    value = parse_json(read_regular_file(path, max_bytes), max_bytes=max_bytes)
+    if not isinstance(value, dict):
+        raise UnsafeInputError(f"{path} must hold a JSON object, not a {type(value).__name__}")
+    return value
+
+
 def dumps_strict(value: Any) -> str:
     """Compact, key-sorted JSON; raises ValueError on NaN/Infinity instead of writing invalid JSON."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -190,6 +198,17 @@ def load_safetensors(
     except (SafetensorError, ValueError, TypeError) as err:  # e.g. a dtype this torch build lacks
         raise UnsafeInputError(f"not a valid safetensors buffer: {err}") from err
     return tensors, metadata
+
+
+def read_safetensors(
+    path: str | os.PathLike[str], max_bytes: int, **caps: int
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """`load_safetensors` of a regular file of at most `max_bytes`."""
+    data = read_regular_file(path, max_bytes)
+    try:
+        return load_safetensors(data, **caps)
+    except UnsafeInputError as err:
+        raise UnsafeInputError(f"{path}: {err}") from err
 
 
 def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
