@@ -72,6 +72,9 @@ def new_prompt(config: PromptConfig, backbone: Backbone, seed: int = 0) -> SoftP
     config = copy.deepcopy(config)  # the prompt records values measured on the model; the caller's stays as it was
     if "num_layers" in getattr(config, "__dataclass_fields__", {}):
         config.num_layers = backbone.num_layers  # per-layer methods take the model's depth
+    for name in ("num_kv_heads", "head_dim"):  # key/value prefixes take the attention's shape
+        if name in getattr(config, "__dataclass_fields__", {}):
+            setattr(config, name, getattr(backbone.dims, name))
     prompt = build_prompt(config, backbone.hidden_size)
     prompt.initialize(BackboneAccess(backbone), seed)
     return prompt

@@ -121,7 +121,7 @@ class PromptArtifact:
 
     def encode(self) -> tuple[bytes, bytes]:
         """The bytes of prompt.json and prompt.safetensors. Refuses a prompt holding NaN or Inf."""
-        tensors = self.prompt.state_tensors()
+        tensors = self.prompt.folded().state_tensors()  # a training-only reparametrisation is not stored
         bad = non_finite(tensors)
         if bad:
             raise ArtifactError(

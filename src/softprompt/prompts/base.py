@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from softprompt.models.dims import ModelDims
 from softprompt.models.inputs import PromptInputs
 
 if TYPE_CHECKING:
@@ -65,6 +66,10 @@ class PromptConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}
 
+    def count_parameters(self, dims: ModelDims) -> int:
+        """Trainable numbers of this config's prompt on a model of `dims`, from sizes alone (no weights)."""
+        raise NotImplementedError(f"{self.method} does not count its parameters from model sizes")
+
     def settings(self) -> dict[str, Any]:
         """What the user chose: every field but those the library sets on a model (marked "cli": False)."""
         chosen = {f.name for f in fields(self) if f.metadata.get("cli", True)}
@@ -101,6 +106,11 @@ class SoftPrompt(nn.Module):
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimiser parameter groups; the default is every trainable parameter at `lr`."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def folded(self) -> SoftPrompt:
+        """The prompt as an artifact stores it. A method whose training-only reparametrisation folds away (prefix
+        tuning's MLP, residual prompt tuning's) returns a module without it; checkpoints keep the full state."""
+        return self
 
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
