@@ -323,3 +323,40 @@ def test_config_rejects_bad_values() -> None:
         PrefixConfig(reparam_hidden=0)
     with pytest.raises(ValueError, match="limit"):
         PrefixConfig(prompt_len=10_000, num_layers=100, num_kv_heads=100, head_dim=100)
+
+
+# --- from the command line, on each family --------------------------------------------------------------------
+REPO_DATA = Path(__file__).resolve().parents[1] / "data"  # the quick-start SST-2 slice in the repository
+
+
+@pytest.mark.parametrize(("arch", "reparam"), [("llama", False), ("t5", True), ("roberta", False)])
+def test_cli_trains_a_prefix_saves_and_reloads_it_for_eval_and_predict(
+    arch: str, reparam: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from softprompt.cli import main
+
+    model_dir, out = tmp_path / arch, tmp_path / "run"
+    bb = tiny_backbone(arch)
+    bb.model.save_pretrained(model_dir)
+    bb.tokenizer.save_pretrained(model_dir)
+    argv = ["train", "--task", "sst2", "--data-dir", str(REPO_DATA), "--model", str(model_dir), "--method", "prefix",
+            "--prompt-len", "4", "--steps", "4", "--batch-size", "4", "--eval-every", "2", "--max-train-examples",
+            "32", "--max-eval-examples", "16", "--max-test-examples", "16", "--out", str(out), "--quiet",
+            "--reparam" if reparam else "--no-reparam", "--reparam-hidden", "8"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    meta = json.loads((out / "prompt.json").read_text())
+    dims = ModelDims.from_config(bb.config)
+    assert meta["method"] == "prefix" and meta["config"]["reparam"] is reparam
+    assert meta["stored_numbers"] == 2 * 4 * dims.num_layers * dims.kv_width
+    assert (
+        summary["trainable_parameters"]
+        == meta["num_trainable_parameters"]
+        == PrefixConfig(prompt_len=4, reparam=reparam, reparam_hidden=8).count_parameters(dims)
+    )
+    assert main(["eval", str(out), "--data-dir", str(REPO_DATA), "--split", "test", "--limit", "16",
+                 "--model", str(model_dir)]) == 0  # fmt: skip
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["accuracy"] == pytest.approx(meta["metrics"]["test"]["accuracy"])  # same numbers after reload
+    assert main(["predict", str(out), "a good movie", "--model", str(model_dir)]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label"] in ("negative", "positive")
