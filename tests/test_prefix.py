@@ -360,3 +360,45 @@ def test_cli_trains_a_prefix_saves_and_reloads_it_for_eval_and_predict(
     assert metrics["accuracy"] == pytest.approx(meta["metrics"]["test"]["accuracy"])  # same numbers after reload
     assert main(["predict", str(out), "a good movie", "--model", str(model_dir)]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["label"] in ("negative", "positive")
+
+
+def test_bart_encoder_takes_a_prefix_and_mixed_rows_score_as_alone() -> None:
+    from transformers import AutoModelForSeq2SeqLM, BartConfig
+
+    from softprompt.models.seq2seq import Seq2SeqBackbone
+    from softprompt.testing import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    sizes = dict(encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4)
+    config = BartConfig(vocab_size=len(tok), d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, **sizes)
+    config.update(dict(pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3))
+    torch.manual_seed(0)
+    bb = Seq2SeqBackbone(AutoModelForSeq2SeqLM.from_config(config), tok, name="tiny-bart")
+    rows = [random_prefix(bb, 2, seed=1), PromptInputs(embeds=torch.randn(1, 3, 32)), random_prefix(bb, 4, seed=2)]
+    conts = continuations(bb)
+    with torch.no_grad():
+        mixed = bb.hidden_states(bb.encode(TEXTS, conts), PromptInputs.stack(rows))
+        bare = bb.hidden_states(bb.encode(TEXTS, conts))
+        for i, (text, cont) in enumerate(zip(TEXTS, conts, strict=True)):
+            alone = bb.hidden_states(bb.encode([text], [cont]), rows[i])
+            torch.testing.assert_close(mixed[i, : len(cont)], alone[0], atol=1e-5, rtol=1e-5)
+            assert not torch.allclose(mixed[i, :1], bare[i, :1], atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["t5", "roberta"])
+def test_concurrent_encoder_calls_do_not_see_each_others_prefixes(arch: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    bb = tiny_backbone(arch)
+    batch = bb.encode(TEXTS)
+    jobs = [random_prefix(bb, 2 + s, seed=s) for s in range(4)]
+    with torch.no_grad():
+        expected = [bb.hidden_states(batch, job) for job in jobs]
+        with ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(lambda job: bb.hidden_states(batch, job), jobs * 3))
+        plain = bb.hidden_states(batch)
+    for i, out in enumerate(got):
+        torch.testing.assert_close(out, expected[i % 4], atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(plain, expected[0], atol=1e-4)  # and the wrappers leave no prefix behind
+    with torch.no_grad():
+        torch.testing.assert_close(bb.hidden_states(batch), plain, atol=0, rtol=0)

@@ -4,8 +4,9 @@ Encoder row: [prompt (n)] [text tokens (T5's tokenizer appends </s>)] [padding].
 Decoder row: [decoder start] [continuation tokens except the last] [padding] — the answer is read on the decoder
 side: position j predicts continuation token j, so the first decoder step predicts the label word.
 Deep prompts and key/value prefixes go into the encoder blocks only (the prefix into each block's self-attention,
-where T5's relative position bias sees its slots as the positions before the text); the decoder sees the prompt
-through cross-attention.
+where T5's relative position bias sees its slots as the positions before the text; BART-style learned positions
+are computed inside the encoder, so there the slots have no position and the text keeps its own); the decoder sees
+the prompt through cross-attention.
 """
 
 from __future__ import annotations
