@@ -282,7 +282,7 @@ def test_reparametrised_prefix_folds_for_the_artifact_and_keeps_the_mlp_in_check
     bb = tiny_backbone("llama")
     prompt = new_prompt(PrefixConfig(prompt_len=3, reparam=True, reparam_hidden=8), bb, seed=0)
     assert set(prompt.state_tensors()) == {"embedding", "mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"}
-    folded = prompt.folded()
+    folded = prompt.fold()
     assert set(folded.state_tensors()) == {"keys", "values"}
     PromptArtifact(prompt, bb.describe()).save_pretrained(tmp_path / "a")
     meta = json.loads((tmp_path / "a" / "prompt.json").read_text())
@@ -354,6 +354,9 @@ def test_cli_trains_a_prefix_saves_and_reloads_it_for_eval_and_predict(
         == meta["num_trainable_parameters"]
         == PrefixConfig(prompt_len=4, reparam=reparam, reparam_hidden=8).count_parameters(dims)
     )
+    assert main(["info", str(out)]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert ("stored_as" in info) is reparam and info["stored_numbers"] == meta["stored_numbers"]
     assert main(["eval", str(out), "--data-dir", str(REPO_DATA), "--split", "test", "--limit", "16",
                  "--model", str(model_dir)]) == 0  # fmt: skip
     metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -15,6 +15,7 @@ three hooks:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -22,10 +23,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import torch
 from torch import nn
 
-from softprompt.models.dims import ModelDims
 from softprompt.models.inputs import PromptInputs
 
 if TYPE_CHECKING:
+    from softprompt.models.dims import ModelDims
     from softprompt.tasks.base import Example
 
 
@@ -66,14 +67,28 @@ class PromptConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, **asdict(self)}
 
-    def count_parameters(self, dims: ModelDims) -> int:
-        """Trainable numbers of this config's prompt on a model of `dims`, from sizes alone (no weights)."""
-        raise NotImplementedError(f"{self.method} does not count its parameters from model sizes")
-
     def settings(self) -> dict[str, Any]:
         """What the user chose: every field but those the library sets on a model (marked "cli": False)."""
         chosen = {f.name for f in fields(self) if f.metadata.get("cli", True)}
         return {k: v for k, v in self.to_dict().items() if k == "method" or k in chosen}
+
+    def for_model(self, shape: ModelDims) -> PromptConfig:
+        """A copy with the fields a method takes from the model filled in (default: `num_layers`, if it has one)."""
+        config = copy.deepcopy(self)
+        if "num_layers" in {f.name for f in fields(config)}:
+            config.num_layers = shape.num_layers  # type: ignore[attr-defined]
+        return config
+
+    def count_parameters(self, shape: ModelDims) -> int:
+        """Trainable parameters on a model of this shape, from its config alone (builds the module, no weights).
+        A method whose count needs more than the module (e.g. per-layer key/value widths) overrides this."""
+        from softprompt.prompts import build_prompt
+
+        return build_prompt(self.for_model(shape), shape.hidden_size).num_trainable_parameters()
+
+    def storage_note(self) -> str | None:
+        """One line for `softprompt info` when the stored prompt differs from what was trained. Default: None."""
+        return None
 
 
 class SoftPrompt(nn.Module):
@@ -107,9 +122,9 @@ class SoftPrompt(nn.Module):
         """Optimiser parameter groups; the default is every trainable parameter at `lr`."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
 
-    def folded(self) -> SoftPrompt:
-        """The prompt as an artifact stores it. A method whose training-only reparametrisation folds away (prefix
-        tuning's MLP, residual prompt tuning's) returns a module without it; checkpoints keep the full state."""
+    def fold(self) -> SoftPrompt:
+        """The prompt an artifact stores: the same `materialize()` with training-only structure removed (prefix
+        tuning's reparametrisation MLP). Default: the prompt itself."""
         return self
 
     def num_trainable_parameters(self) -> int:

@@ -7,7 +7,7 @@ count, so SmolLM2-135M with L=30, H=3, d=64 and m=20 has 230,400).
 Reparametrised (`reparam`, Li & Liang's MLP for stable optimisation):
     [K; V] = MLP(E),  E ∈ R^{m×D},  MLP = Linear(D→h) → tanh → Linear(h→2·L·H·d)
 trainable m·D + (D+1)·h + (h+1)·2·L·H·d. The MLP only shapes the optimisation: once trained, the K, V it produces
-are all a model needs, so the artifact stores the folded K, V (`folded()`), the size of a direct prefix (SmolLM2,
+are all a model needs, so the artifact stores the folded K, V (`fold()`), the size of a direct prefix (SmolLM2,
 m=20, h=512: 0.23M numbers instead of the MLP's 6.2M); training checkpoints keep E and the MLP so a resumed run
 continues exactly. The stored config still says reparam=True: how the prefix was trained stays on record.
 
@@ -60,20 +60,27 @@ class PrefixConfig(PromptConfig):
         if max(self.prompt_len, self.reparam_hidden if self.reparam else 0) * width > MAX_PREFIX_NUMBERS:
             raise ValueError(f"a prefix of {self.prompt_len} slots x {width} numbers is beyond this build's limit")
 
-    def with_dims(self, dims: ModelDims) -> PrefixConfig:
-        return replace(self, num_layers=dims.num_layers, num_kv_heads=dims.num_kv_heads, head_dim=dims.head_dim)
+    def for_model(self, shape: ModelDims) -> PrefixConfig:
+        """A copy sized for the model: its depth, key/value heads and head width (any object with those fields)."""
+        return replace(self, num_layers=shape.num_layers, num_kv_heads=shape.num_kv_heads, head_dim=shape.head_dim)
 
-    def count_parameters(self, dims: ModelDims) -> int:
-        """Trainable numbers on a model of `dims` (no weights needed): 2·L·m·H·d, or E and the MLP with reparam."""
-        width = 2 * dims.num_layers * dims.kv_width
+    def count_parameters(self, shape: ModelDims) -> int:
+        """Trainable numbers on a model of `shape` (no weights needed): 2·L·m·H·d, or E and the MLP with reparam."""
+        width = 2 * shape.num_layers * shape.num_kv_heads * shape.head_dim
         if not self.reparam:
             return self.prompt_len * width
         h = self.reparam_hidden
-        return self.prompt_len * dims.hidden_size + (dims.hidden_size + 1) * h + (h + 1) * width
+        return self.prompt_len * shape.hidden_size + (shape.hidden_size + 1) * h + (h + 1) * width
+
+    def storage_note(self) -> str | None:
+        if self.reparam:
+            return ("folded: trained through the reparametrisation MLP (Li & Liang), the artifact stores only the "
+                    "keys and values it produced")  # fmt: skip
+        return None
 
 
 class PrefixTuning(SoftPrompt):
-    """Trainable: K and V (L×H×m×d each), or E and the MLP with `reparam` until `folded()`."""
+    """Trainable: K and V (L×H×m×d each), or E and the MLP with `reparam` until `fold()`."""
 
     config: PrefixConfig
 
@@ -143,7 +150,7 @@ class PrefixTuning(SoftPrompt):
         keys, values = self.key_values()
         return PromptInputs(prefix_keys=keys.unsqueeze(1), prefix_values=values.unsqueeze(1))
 
-    def folded(self) -> PrefixTuning:
+    def fold(self) -> PrefixTuning:
         """The prefix as an artifact stores it: the K, V the MLP produces (itself if there is no MLP)."""
         if not self.is_reparametrised:
             return self
