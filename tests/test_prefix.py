@@ -405,3 +405,41 @@ def test_concurrent_encoder_calls_do_not_see_each_others_prefixes(arch: str) -> 
     assert not torch.allclose(plain, expected[0], atol=1e-4)  # and the wrappers leave no prefix behind
     with torch.no_grad():
         torch.testing.assert_close(bb.hidden_states(batch), plain, atol=0, rtol=0)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def test_an_interrupted_reparametrised_run_resumes_exactly(tmp_path: Path) -> None:
+    """Checkpoints keep E and the MLP (and the optimiser's state for them): resuming after a crash ends with the
+    same artifact as the uninterrupted run."""
+    from softprompt.training.trainer import TrainConfig, train_prompt
+
+    bb, task = tiny_backbone("llama", init_scale=0.5), synthetic_task()
+    train, validation = synthetic_examples(32, 0), synthetic_examples(8, 1)
+    config = TrainConfig(steps=6, batch_size=4, lr=1e-2, warmup_steps=1, eval_every=3, log_every=1)
+
+    def run(out: Path, scorer: Scorer, resume: bool = False) -> None:
+        prompt = new_prompt(PrefixConfig(prompt_len=3, reparam=True, reparam_hidden=8), bb, seed=0)
+        train_prompt(scorer, prompt, train, validation, config, out, resume=resume, progress=False)
+
+    run(tmp_path / "whole", Scorer(bb, task))
+    crashing, calls = Scorer(bb, task), [0]
+    loss = crashing.loss
+
+    def crash_at_step_5(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls[0] += 1
+        if calls[0] == 5:
+            raise _Interrupted
+        return loss(*args, **kwargs)
+
+    crashing.loss = crash_at_step_5
+    with pytest.raises(_Interrupted):
+        run(tmp_path / "resumed", crashing)
+    run(tmp_path / "resumed", Scorer(bb, task), resume=True)
+    whole = PromptArtifact.from_pretrained(tmp_path / "whole", bb).prompt.state_tensors()
+    resumed = PromptArtifact.from_pretrained(tmp_path / "resumed", bb).prompt.state_tensors()
+    assert set(whole) == {"keys", "values"}
+    for name in whole:
+        torch.testing.assert_close(resumed[name], whole[name], atol=0, rtol=0)
