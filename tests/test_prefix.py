@@ -428,7 +428,7 @@ def test_an_interrupted_reparametrised_run_resumes_exactly(tmp_path: Path) -> No
     crashing, calls = Scorer(bb, task), [0]
     loss = crashing.loss
 
-    def crash_at_step_5(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def crash_at_step_5(*args, **kwargs):
         calls[0] += 1
         if calls[0] == 5:
             raise _Interrupted

@@ -129,7 +129,7 @@ class Seq2SeqBackbone(Backbone):
                 input_ids=token[:, None],
                 encoder_hidden_states=encoded.last_hidden_state,
                 encoder_attention_mask=x.mask,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             ).last_hidden_state[:, -1]
             token = choose(self.logits(hidden).float())
