@@ -9,7 +9,6 @@ tuned.evaluate("test", data_dir="data")        # {'accuracy': ..., ...}
 
 from __future__ import annotations
 
-import copy
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,9 +68,9 @@ def make_prompt_config(method: str, prompt_len: int | None = None, **options: An
 
 def new_prompt(config: PromptConfig, backbone: Backbone, seed: int = 0) -> SoftPrompt:
     """A fresh prompt on `backbone`, initialised from it (training calibrates it on the task's examples)."""
-    config = copy.deepcopy(config)  # the prompt records values measured on the model; the caller's stays as it was
-    if "num_layers" in getattr(config, "__dataclass_fields__", {}):
-        config.num_layers = backbone.num_layers  # per-layer methods take the model's depth
+    # a copy (the prompt records values measured on the model; the caller's stays as it was) with the fields a method
+    # takes from the model filled in: BBTv2's depth, the prefix's key/value heads and width
+    config = config.for_model(backbone.dims)
     prompt = build_prompt(config, backbone.hidden_size)
     prompt.initialize(BackboneAccess(backbone), seed)
     return prompt

@@ -121,7 +121,8 @@ class PromptArtifact:
 
     def encode(self) -> tuple[bytes, bytes]:
         """The bytes of prompt.json and prompt.safetensors. Refuses a prompt holding NaN or Inf."""
-        tensors = self.prompt.state_tensors()
+        stored = self.prompt.fold()  # what inference needs (residual prompt tuning: the MLP applied and dropped)
+        tensors = stored.state_tensors()
         bad = non_finite(tensors)
         if bad:
             raise ArtifactError(
@@ -134,9 +135,9 @@ class PromptArtifact:
             "library_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "method": self.method,
-            "config": self.prompt.config.to_dict(),
+            "config": stored.config.to_dict(),
             "hidden_size": self.prompt.hidden_size,
-            "num_trainable_parameters": self.prompt.num_trainable_parameters(),
+            "num_trainable_parameters": self.prompt.num_trainable_parameters(),  # what was trained
             "stored_numbers": sum(t.numel() for t in tensors.values()),
             "model": self.model,
             "task": self.task.to_dict() if self.task else None,

@@ -93,8 +93,8 @@ def tiny_seq2seq_lm(vocab_size: int = 128, seed: int = 0) -> PreTrainedModel:
     return AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32)
 
 
-def tiny_masked_lm(vocab_size: int = 128, seed: int = 0) -> PreTrainedModel:
-    """A randomly initialised RoBERTa masked LM."""
+def tiny_masked_lm(vocab_size: int = 128, seed: int = 0, init_scale: float = 0.02) -> PreTrainedModel:
+    """A randomly initialised RoBERTa masked LM (`init_scale`: as for tiny_causal_lm)."""
     from transformers import AutoModelForMaskedLM, RobertaConfig
 
     config = RobertaConfig(
@@ -108,6 +108,7 @@ def tiny_masked_lm(vocab_size: int = 128, seed: int = 0) -> PreTrainedModel:
         bos_token_id=2,
         eos_token_id=3,
         architectures=["RobertaForMaskedLM"],
+        initializer_range=init_scale,
     )
     torch.manual_seed(seed)
     return AutoModelForMaskedLM.from_config(config, dtype=torch.float32)
@@ -123,7 +124,9 @@ def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64, init
     if arch == "roberta":
         from softprompt.models.masked import MaskedLMBackbone
 
-        return MaskedLMBackbone(tiny_masked_lm(len(tok), seed), tok, name="tiny-roberta", max_length=max_length)
+        return MaskedLMBackbone(
+            tiny_masked_lm(len(tok), seed, init_scale), tok, name="tiny-roberta", max_length=max_length
+        )
     from softprompt.models.causal import CausalLMBackbone
 
     model = tiny_causal_lm(arch, vocab_size=len(tok), seed=seed, init_scale=init_scale)

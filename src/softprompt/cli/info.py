@@ -18,9 +18,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from softprompt.artifact import METADATA, TENSORS, read_artifact
+    from softprompt.artifact import METADATA, TENSORS, prompt_config, read_artifact
 
     meta, _ = read_artifact(args.dir)
+    note = prompt_config(meta, args.dir).storage_note()
     folder = Path(args.dir)
     summary = {
         "method": meta["method"],
@@ -33,5 +34,7 @@ def run(args: argparse.Namespace) -> int:
         "metrics": meta["metrics"],
         "library_version": meta["library_version"],
     }
+    if note:
+        summary["stored_as"] = note
     print(json.dumps(summary, allow_nan=False))
     return 0

@@ -38,6 +38,7 @@ class CausalLMBackbone(Backbone):
     kind = "causal"
     prompt_offset = 0
     can_start_at_layer = True
+    prefix_in_cache = True
 
     def _find_layers(self) -> nn.ModuleList:
         return find_layer_stack(self.model)
@@ -56,12 +57,25 @@ class CausalLMBackbone(Backbone):
         score_index, score_mask = pad_2d(positions, 0)
         return EncodedBatch(input_ids, attention_mask, score_index, score_mask.bool(), num_truncated=truncated)
 
+    def _insert_prefix(self, inserted: Inserted, prompt: PromptInputs) -> None:
+        """The key/value prefix as a pre-filled cache (the model's own past_key_values): the attention mask gains
+        the row's used slots in front, and the sequence's positions continue after them."""
+        from transformers import DynamicCache
+
+        self._check_prefix(prompt)
+        used, inserted.positions = self._prefix_slots(inserted, prompt)
+        cache = DynamicCache(config=self.config)
+        for layer in range(self.num_layers):
+            cache.update(prompt.prefix_keys[layer], prompt.prefix_values[layer], layer)
+        inserted.mask = torch.cat([used.to(inserted.mask.dtype), inserted.mask], dim=1)
+        inserted.cache = cache
+
     def _run(self, x: Inserted, batch: EncodedBatch | None) -> torch.Tensor:
         out = self.model.base_model(
             inputs_embeds=x.embeds,
             attention_mask=x.mask,
             position_ids=x.positions,
-            past_key_values=x.cache,
+            cache=x.cache,
             use_cache=x.cache is not None,
         )
         return out.last_hidden_state
@@ -98,6 +112,13 @@ class CausalLMBackbone(Backbone):
 
         max_new_tokens = options.max_new_tokens
         rows = [self._truncate(self._token_ids(t), reserve=max_new_tokens)[0] for t in texts]
+        window = getattr(self.config, "sliding_window", None)
+        if prompt is not None and prompt.prefix_keys is not None and len(rows) > 1 and window:
+            if prompt.prefix_len + prompt.prompt_len + max(map(len, rows)) + max_new_tokens > window:
+                # Left padding puts a row's pad slots between its cached prefix and its text; a sliding window
+                # counts them, so that row would lose its prefix sooner than alone: decode the rows one by one.
+                one = prompt.expand(len(rows))
+                return [self._generate([t], one.row(i), options)[0] for i, t in enumerate(texts)]
         ids, mask = pad_2d(rows, self.tokenizer.pad_token_id)
         zeros = torch.zeros(len(rows), 1, dtype=torch.long)
         x = self.insert(EncodedBatch(ids, mask, zeros, zeros.bool()), prompt)
@@ -121,7 +142,7 @@ class CausalLMBackbone(Backbone):
 
         def forward(inputs: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
             out = self.model.base_model(
-                inputs_embeds=inputs, attention_mask=attention, position_ids=pos, past_key_values=cache, use_cache=True
+                inputs_embeds=inputs, attention_mask=attention, position_ids=pos, cache=cache, use_cache=True
             )
             return out.last_hidden_state[:, -1]
 

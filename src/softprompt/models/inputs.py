@@ -100,6 +100,19 @@ class PromptInputs:
         index = index.long()
         return self._map(lambda t: t[index.to(t.device)], lambda t: t[:, index.to(t.device)])
 
+    def row(self, index: int) -> PromptInputs:
+        """Row `index` on its own, without the zero padding a stack gave it (each part at the row's own length)."""
+        one = self.select(torch.tensor([index]))
+        n, m = int(one.row_lengths()[0]), int(one.row_prefix_lengths()[0])
+        has_prompt, has_prefix = one.embeds is not None and n > 0, one.prefix_keys is not None and m > 0
+        return PromptInputs(
+            embeds=one.embeds[:, :n] if has_prompt else None,
+            deep=one.deep[:, :, :n] if has_prompt and one.deep is not None else None,
+            prefix_keys=one.prefix_keys[:, :, :, one.prefix_len - m :] if has_prefix else None,
+            prefix_values=one.prefix_values[:, :, :, one.prefix_len - m :] if has_prefix else None,
+            text_delta=one.text_delta,
+        )
+
     def expand(self, rows: int) -> PromptInputs:
         """Broadcast a one-row prompt to `rows` rows (a view, no copy); a prompt with `rows` rows is returned as is."""
         if self.num_rows == rows:

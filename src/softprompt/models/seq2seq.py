@@ -3,7 +3,10 @@
 Encoder row: [prompt (n)] [text tokens (T5's tokenizer appends </s>)] [padding].
 Decoder row: [decoder start] [continuation tokens except the last] [padding] — the answer is read on the decoder
 side: position j predicts continuation token j, so the first decoder step predicts the label word.
-Deep prompts go into the encoder blocks only; the decoder sees the prompt through cross-attention.
+Deep prompts and key/value prefixes go into the encoder blocks only (the prefix into each block's self-attention,
+where T5's relative position bias sees its slots as the positions before the text; BART-style learned positions
+are computed inside the encoder, so there the slots have no position and the text keeps its own); the decoder sees
+the prompt through cross-attention.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from softprompt.models.backbone import (
     EncodedBatch,
     GenerationOptions,
     Inserted,
-    _LayerPlan,
     gather_positions,
     pad_2d,
 )
@@ -59,9 +61,6 @@ class Seq2SeqBackbone(Backbone):
         score_index, score_mask = pad_2d(positions, 0)
         extras = {"decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_attention_mask}
         return EncodedBatch(input_ids, attention_mask, score_index, score_mask.bool(), extras, truncated)
-
-    def _insert_prefix(self, inserted: Inserted, prompt: PromptInputs) -> None:
-        raise NotImplementedError(f"{self.name}: key/value prefixes are implemented for decoder-only models only")
 
     def _run(self, x: Inserted, batch: EncodedBatch) -> torch.Tensor:
         encoded = self.model.get_encoder()(inputs_embeds=x.embeds, attention_mask=x.mask).last_hidden_state
@@ -117,7 +116,7 @@ class Seq2SeqBackbone(Backbone):
 
         batch = self.encode(texts)
         x = self.insert(batch, prompt)
-        plan = _LayerPlan(x.deep, self.prompt_offset) if x.deep is not None else None
+        plan = self._plan(x) if x.deep is not None or x.prefix is not None else None
         encoder = self.model.get_encoder()
         encoded = self._with_plan(plan, lambda: encoder(inputs_embeds=x.embeds, attention_mask=x.mask))
         cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
@@ -130,7 +129,7 @@ class Seq2SeqBackbone(Backbone):
                 input_ids=token[:, None],
                 encoder_hidden_states=encoded.last_hidden_state,
                 encoder_attention_mask=x.mask,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             ).last_hidden_state[:, -1]
             token = choose(self.logits(hidden).float())

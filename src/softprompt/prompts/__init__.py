@@ -6,6 +6,7 @@ from typing import Any
 
 from softprompt.prompts.base import PromptConfig, SoftPrompt
 from softprompt.prompts.bbt import BBT, BBTConfig, BBTv2, BBTv2Config
+from softprompt.prompts.prefix import PrefixConfig, PrefixTuning
 from softprompt.prompts.prompt_tuning import PromptTuning, PromptTuningConfig
 from softprompt.prompts.ulpt import ULPT, ULPTConfig
 
@@ -15,6 +16,7 @@ REGISTRY: dict[str, tuple[type[PromptConfig], type[SoftPrompt]]] = {
     "ulpt": (ULPTConfig, ULPT),
     "bbt": (BBTConfig, BBT),
     "bbtv2": (BBTv2Config, BBTv2),
+    "prefix": (PrefixConfig, PrefixTuning),
 }
 
 
@@ -38,6 +40,8 @@ __all__ = [
     "BBTConfig",
     "BBTv2",
     "BBTv2Config",
+    "PrefixConfig",
+    "PrefixTuning",
     "PromptConfig",
     "SoftPrompt",
     "PromptTuning",

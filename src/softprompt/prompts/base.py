@@ -15,6 +15,7 @@ three hooks:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -25,6 +26,7 @@ from torch import nn
 from softprompt.models.inputs import PromptInputs
 
 if TYPE_CHECKING:
+    from softprompt.models.dims import ModelDims
     from softprompt.tasks.base import Example
 
 
@@ -70,6 +72,24 @@ class PromptConfig:
         chosen = {f.name for f in fields(self) if f.metadata.get("cli", True)}
         return {k: v for k, v in self.to_dict().items() if k == "method" or k in chosen}
 
+    def for_model(self, shape: ModelDims) -> PromptConfig:
+        """A copy with the fields a method takes from the model filled in (default: `num_layers`, if it has one)."""
+        config = copy.deepcopy(self)
+        if "num_layers" in {f.name for f in fields(config)}:
+            config.num_layers = shape.num_layers  # type: ignore[attr-defined]
+        return config
+
+    def count_parameters(self, shape: ModelDims) -> int:
+        """Trainable parameters on a model of this shape, from its config alone (builds the module, no weights).
+        A method whose count needs more than the module (e.g. per-layer key/value widths) overrides this."""
+        from softprompt.prompts import build_prompt
+
+        return build_prompt(self.for_model(shape), shape.hidden_size).num_trainable_parameters()
+
+    def storage_note(self) -> str | None:
+        """One line for `softprompt info` when the stored prompt differs from what was trained. Default: None."""
+        return None
+
 
 class SoftPrompt(nn.Module):
     """Produces the prompt; subclasses define the parametrisation."""
@@ -101,6 +121,11 @@ class SoftPrompt(nn.Module):
     def param_groups(self, lr: float) -> list[dict[str, Any]]:
         """Optimiser parameter groups; the default is every trainable parameter at `lr`."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr}]
+
+    def fold(self) -> SoftPrompt:
+        """The prompt an artifact stores: the same `materialize()` with training-only structure removed (prefix
+        tuning's reparametrisation MLP). Default: the prompt itself."""
+        return self
 
     def num_trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
