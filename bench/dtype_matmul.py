@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results  # noqa: E402
+from common import machine_info, markdown_table, write_results
 
-from softprompt.models.hardware import BF16_CPU_FLAGS, choose_dtype, cpu_flags  # noqa: E402
+from softprompt.models.hardware import BF16_CPU_FLAGS, choose_dtype, cpu_flags
 
 SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", *BF16_CPU_FLAGS, "amx_tile")
 

@@ -26,16 +26,17 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results  # noqa: E402
-from softprompt.blackbox.local import LocalEvaluator  # noqa: E402
+from common import machine_info, markdown_table, write_results
 
-from softprompt.api import make_prompt_config, new_prompt  # noqa: E402
-from softprompt.blackbox.search import BlackBoxConfig, run_search  # noqa: E402
-from softprompt.evaluation import evaluate  # noqa: E402
-from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone  # noqa: E402
-from softprompt.scoring import Scorer  # noqa: E402
-from softprompt.tasks.base import Example, Task  # noqa: E402
-from softprompt.training.trainer import TrainConfig, train_prompt  # noqa: E402
+from softprompt.api import make_prompt_config, new_prompt
+from softprompt.blackbox.search import SearchConfig, run_search
+from softprompt.evaluation import evaluate
+from softprompt.evaluator import LocalEvaluator
+from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone
+from softprompt.models.inputs import PromptInputs
+from softprompt.scoring import Scorer
+from softprompt.tasks.base import Example, Task
+from softprompt.training.trainer import TrainConfig, train_prompt
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 METHODS = ("zero-shot", "bbt", "bbtv2", "ulpt-cma", "ulpt-grad")
@@ -61,17 +62,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grad-batch", type=int, default=8)
     p.add_argument("--grad-lr", type=float, default=3e-2, help="gradient ULPT learning rate (CLI default)")
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="frozen weights' dtype")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="frozen weights' dtype (auto: bfloat16 only where the hardware runs it natively)",
+    )
     p.add_argument("--name", help="results file stem (default: fewshot_quality_<model>)")
     return p.parse_args(argv)
 
 
-def load_model(name: str, dtype: str = "float32") -> Backbone:
+def load_model(name: str, dtype: str = "auto") -> Backbone:
     if name == "tiny":
         from softprompt.testing import tiny_backbone
 
         return tiny_backbone()
-    return load_backbone(name, dtype=getattr(torch, dtype))
+    return load_backbone(name, dtype=dtype)
 
 
 def splits(task: Task, args: argparse.Namespace, seed: int) -> tuple[list[Example], list[Example], list[Example]]:
@@ -83,9 +89,12 @@ def splits(task: Task, args: argparse.Namespace, seed: int) -> tuple[list[Exampl
     return train, dev, test
 
 
-def black_box_config(method: str, args: argparse.Namespace, seed: int) -> BlackBoxConfig:
-    return BlackBoxConfig(method=method, dim=args.dim, prompt_len=args.prompt_len, rank=args.rank,
-                          popsize=args.popsize, budget=args.budget, eval_every=args.eval_every, seed=seed)  # fmt: skip
+def black_box_config(method: str, args: argparse.Namespace, seed: int, num_layers: int) -> SearchConfig:
+    search = {"popsize": args.popsize, "budget": args.budget, "eval_every": args.eval_every, "seed": seed}
+    if method == "ulpt":
+        return SearchConfig.from_flat(method, prompt_len=args.prompt_len, rank=args.rank, **search)
+    layers = {"num_layers": num_layers} if method == "bbtv2" else {}
+    return SearchConfig.from_flat(method, prompt_len=args.prompt_len, dim=args.dim, **layers, **search)
 
 
 def estimate(backbone: Backbone, args: argparse.Namespace) -> None:
@@ -98,7 +107,7 @@ def estimate(backbone: Backbone, args: argparse.Namespace) -> None:
         train, _, test = splits(task, args, args.seeds[0])
         scorer = Scorer(backbone, task)
         batch = scorer.encode(train)
-        prompt = torch.zeros(1, args.prompt_len, backbone.hidden_size)
+        prompt = PromptInputs(embeds=torch.zeros(1, args.prompt_len, backbone.hidden_size))
         with torch.inference_mode():
             scorer.label_scores(batch, prompt)  # warm-up
             t = time.perf_counter()
@@ -133,9 +142,9 @@ def run_one(method: str, backbone: Backbone, task: Task, data: tuple, args: argp
         cost = {"steps": args.grad_steps, "examples_forward_backward": args.grad_steps * args.grad_batch}
         return result.test, result.best_validation, cost
     bb_method = {"bbt": "bbt", "bbtv2": "bbtv2", "ulpt-cma": "ulpt"}[method]
-    config = black_box_config(bb_method, args, seed)
+    config = black_box_config(bb_method, args, seed, backbone.num_layers)
     evaluator = LocalEvaluator(scorer, chunk_size=args.chunk_size)
-    result = run_search(evaluator, task, train, dev, config, out, test=test, progress=False)
+    result = run_search(evaluator, train, dev, config, out, test=test, progress=False)
     cost = {"calls": result.calls, "best_calls": result.best_calls, "overhead_share": result.timing["overhead_share"]}
     return result.test, result.best_validation, cost
 
@@ -149,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     if "bbtv2" in args.methods:  # fail before spending anything: BBTv2 needs at least one full round
         from softprompt.blackbox.search import schedule
 
-        schedule(black_box_config("bbtv2", args, 0), backbone.num_layers)
+        schedule(black_box_config("bbtv2", args, 0, backbone.num_layers), backbone.num_layers)
     estimate(backbone, args)
     runs: list[dict[str, Any]] = []
     started = time.perf_counter()

@@ -30,15 +30,17 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results  # noqa: E402
-from softprompt.blackbox.local import LocalEvaluator  # noqa: E402
+from common import machine_info, markdown_table, write_results
 
-from softprompt.blackbox.cmaes import new_es, single_threaded_numpy_blas  # noqa: E402
-from softprompt.blackbox.search import BlackBoxConfig, schedule  # noqa: E402
-from softprompt.blackbox.spaces import create_prompt, make_space  # noqa: E402
-from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone  # noqa: E402
-from softprompt.scoring import Scorer, classification_loss  # noqa: E402
-from softprompt.tasks.base import Example  # noqa: E402
+from softprompt.blackbox.cmaes import new_es, single_threaded_numpy_blas
+from softprompt.blackbox.search import SearchConfig, schedule
+from softprompt.blackbox.spaces import create_prompt, make_space
+from softprompt.evaluator import LocalEvaluator
+from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone
+from softprompt.models.inputs import PromptInputs
+from softprompt.prompts.bbt import BBTv2
+from softprompt.scoring import Scorer, ScoringBatch, classification_loss
+from softprompt.tasks.base import Example
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -79,10 +81,10 @@ def few_shot_train(args: argparse.Namespace) -> tuple[Any, list[Example]]:
     return task, train
 
 
-def one_by_one(scorer: Scorer, encoded: Any, prompts: torch.Tensor, deep: torch.Tensor | None) -> torch.Tensor:
+def one_by_one(scorer: Scorer, encoded: ScoringBatch, prompts: PromptInputs) -> torch.Tensor:
+    """(P, K, C): one forward pass per candidate row of `prompts` over the pre-encoded examples."""
     with torch.inference_mode():
-        rows = [scorer.label_scores(encoded, prompts[p : p + 1], None if deep is None else deep[:, p : p + 1])
-                for p in range(len(prompts))]  # fmt: skip
+        rows = [scorer.label_scores(encoded, prompts.select(torch.tensor([p]))) for p in range(prompts.num_rows)]
     return torch.stack(rows)
 
 
@@ -93,12 +95,17 @@ def main(argv: list[str] | None = None) -> None:
     task, train = few_shot_train(args)
     scorer = Scorer(backbone, task)
     evaluator = LocalEvaluator(scorer, chunk_size=args.chunk_size)
-    config = BlackBoxConfig(method=args.method, dim=args.dim, prompt_len=args.prompt_len, popsize=args.popsize,
-                            budget=args.popsize * backbone.num_layers * args.generations, seed=args.seed)  # fmt: skip
-    prompt = create_prompt(evaluator, config, train)
-    space = make_space(prompt, config, 0.0)
+    layers = {"num_layers": backbone.num_layers} if args.method == "bbtv2" else {}
+    config = SearchConfig.from_flat(args.method, dim=args.dim, prompt_len=args.prompt_len, popsize=args.popsize,
+                                    budget=args.popsize * backbone.num_layers * args.generations, seed=args.seed,
+                                    **layers)  # fmt: skip
+    prompt = create_prompt(evaluator, config.prompt, train, config.seed)
+    if isinstance(prompt, BBTv2):  # as `run_search` does: all projections cached only when small
+        prompt.cache_projections = prompt.config.num_layers * prompt.config.dim * prompt.base.numel() <= 2**27
+    space = make_space(prompt)
     plan = schedule(config, space.num_es)
-    es_list = [new_es(space.x0(i), config.sigma, config.popsize, config.seed, i, plan.count(i))
+    es_list = [new_es(space.x0(i), config.step_size, config.popsize, config.seed, i, plan.count(i), config.bounds,
+                      space.stds(i))
                for i in range(space.num_es)]  # fmt: skip
     labels = torch.tensor([ex.label for ex in train])
     encoded = scorer.encode(train)
@@ -108,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
 
     # warm-up (allocator, lazy init) outside the timings: one candidate
     with torch.no_grad():
-        warm_prompts, warm_deep = space.candidates(0, torch.zeros(1, args.dim))
-    one_by_one(scorer, encoded, warm_prompts, warm_deep)
+        warm = space.candidates(0, torch.zeros(1, args.dim))
+    one_by_one(scorer, encoded, warm)
     sample = min(args.one_by_one_sample or args.popsize, args.popsize)
 
     records: list[dict[str, float]] = []
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
             solutions = es.ask()
             rec["ask_s"] = time.perf_counter() - t
             t = time.perf_counter()
-            prompts, deep = space.candidates(es_index, torch.from_numpy(np.stack(solutions)).float())
+            prompts = space.candidates(es_index, torch.from_numpy(np.stack(solutions)).float())
             rec["project_s"] = time.perf_counter() - t
             scores = {}
             for mode in order_rng.sample(modes, len(modes)):
@@ -136,14 +143,12 @@ def main(argv: list[str] | None = None) -> None:
                 if mode == "batched":
                     before = evaluator.forward_passes
                     shared = es_index if args.method == "bbtv2" else 0  # what `softprompt blackbox` does
-                    scores[mode] = evaluator.label_scores(train, prompts, deep, shared_layers=shared)
+                    scores[mode] = evaluator.label_scores(train, prompts, shared_layers=shared)
                     rec["batched_passes"] = evaluator.forward_passes - before
                 elif mode == "batched_no_reuse":
-                    scores[mode] = evaluator.label_scores(train, prompts, deep)
+                    scores[mode] = evaluator.label_scores(train, prompts)
                 else:  # a sample of the candidates; one forward each, so time scales linearly
-                    scores[mode] = one_by_one(
-                        scorer, encoded, prompts[:sample], None if deep is None else deep[:, :sample]
-                    )
+                    scores[mode] = one_by_one(scorer, encoded, prompts.select(torch.arange(sample)))
                 rec[f"{mode}_score_s"] = time.perf_counter() - t
             rec["one_by_one_score_s"] *= args.popsize / sample
             rec["max_abs_diff"] = (scores["batched"][:sample] - scores["one_by_one"]).abs().max().item()

@@ -48,14 +48,15 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results  # noqa: E402
+from common import machine_info, markdown_table, write_results
 
-from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone  # noqa: E402
-from softprompt.models.backbone import EncodedBatch  # noqa: E402
-from softprompt.prompts import PromptTuningConfig, ULPTConfig, build_prompt  # noqa: E402
-from softprompt.prompts.base import SoftPrompt  # noqa: E402
-from softprompt.scoring import Scorer, ScoringBatch  # noqa: E402
-from softprompt.tasks.base import Example, Task  # noqa: E402
+from softprompt.api import new_prompt
+from softprompt.models import DEFAULT_MODEL, Backbone, load_backbone
+from softprompt.models.backbone import EncodedBatch
+from softprompt.prompts import PromptTuningConfig, ULPTConfig
+from softprompt.prompts.base import SoftPrompt
+from softprompt.scoring import Scorer, ScoringBatch
+from softprompt.tasks.base import Example, Task
 
 # SST-2-style movie-review snippets (written for this benchmark), label 1 = positive.
 SENTENCES: list[tuple[str, int]] = [
@@ -166,7 +167,7 @@ def softprompt_impl(name: str, description: str, scorer: Scorer, batch: ScoringB
 
     def step() -> float:  # the body of the trainer's loop (grad_accum=1, no clipping)
         optimizer.zero_grad(set_to_none=True)
-        loss = scorer.loss(batch, prompt(), prompt.deep_prompts())
+        loss = scorer.loss(batch, prompt.materialize())
         loss.backward()
         optimizer.step()
         return loss.item()
@@ -222,10 +223,8 @@ def build_impls(backbone: Backbone, args: argparse.Namespace) -> tuple[list[Impl
     scorer = Scorer(backbone, task)
     batch = make_batch(scorer, args.batch_size)
 
-    ulpt = build_prompt(ULPTConfig(prompt_len=args.prompt_len, rank=args.rank), backbone.hidden_size)
-    vanilla = build_prompt(PromptTuningConfig(prompt_len=args.prompt_len), backbone.hidden_size)
-    for prompt in (ulpt, vanilla):
-        prompt.initialize(backbone, seed=args.seed)
+    ulpt = new_prompt(ULPTConfig(prompt_len=args.prompt_len, rank=args.rank), backbone, seed=args.seed)
+    vanilla = new_prompt(PromptTuningConfig(prompt_len=args.prompt_len), backbone, seed=args.seed)
 
     peft = peft_model(backbone, args.prompt_len, args.seed)
     label_ids = scorer.label_ids
@@ -305,13 +304,13 @@ def prompt_side_us(prompt: SoftPrompt, repeats: int = 500, blocks: int = 5) -> f
     """
     prompt = copy.deepcopy(prompt)
     optimizer = torch.optim.AdamW([p for p in prompt.parameters() if p.requires_grad], lr=LEARNING_RATE)
-    grad = torch.randn(prompt().shape, generator=torch.Generator().manual_seed(0))
+    grad = torch.randn(prompt.materialize().embeds.shape, generator=torch.Generator().manual_seed(0))
     best = float("inf")
     for _ in range(blocks):
         start = time.perf_counter()
         for _ in range(repeats):
             optimizer.zero_grad(set_to_none=True)
-            prompt().backward(grad)
+            prompt.materialize().embeds.backward(grad)
             optimizer.step()
         best = min(best, (time.perf_counter() - start) / repeats)
     return best * 1e6

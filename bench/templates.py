@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results  # noqa: E402
+from common import machine_info, markdown_table, write_results
 
-from softprompt.cli.common import subset  # noqa: E402
-from softprompt.evaluation import evaluate  # noqa: E402
-from softprompt.scoring import Scorer  # noqa: E402
-from softprompt.tasks.builtin import DBPEDIA, get_task  # noqa: E402
+from softprompt.cli.common import subset
+from softprompt.evaluation import evaluate
+from softprompt.scoring import Scorer
+from softprompt.tasks.builtin import DBPEDIA, get_task
 
 _DBPEDIA_WORDS = [w.strip() for w in DBPEDIA.values()]
 _DBPEDIA_CHOICES = ", ".join(_DBPEDIA_WORDS[:-1]) + f", or {_DBPEDIA_WORDS[-1]}"

@@ -22,16 +22,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import torch  # noqa: E402
-from common import machine_info, markdown_table, write_results  # noqa: E402
+import torch
+from common import machine_info, markdown_table, write_results
 
-from softprompt.api import make_prompt_config, new_prompt  # noqa: E402
-from softprompt.cli.common import subset  # noqa: E402
-from softprompt.evaluation import evaluate, label_probabilities  # noqa: E402
-from softprompt.models.inputs import PromptInputs  # noqa: E402
-from softprompt.scoring import Scorer  # noqa: E402
-from softprompt.tasks.builtin import get_task  # noqa: E402
-from softprompt.training.neutral import fit_to_template, template_kl  # noqa: E402
+from softprompt.api import make_prompt_config, new_prompt
+from softprompt.cli.common import subset
+from softprompt.evaluation import evaluate, label_probabilities
+from softprompt.models.inputs import PromptInputs
+from softprompt.scoring import Scorer
+from softprompt.tasks.builtin import get_task
+from softprompt.training.neutral import fit_to_template, template_kl
 
 
 def parse_args() -> argparse.Namespace:

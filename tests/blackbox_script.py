@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import learnable_backbone, synthetic_examples, synthetic_task  # noqa: E402
+from synthetic import learnable_backbone, synthetic_examples, synthetic_task
 
-from softprompt.blackbox.search import SearchConfig, run_search  # noqa: E402
-from softprompt.evaluator import LocalEvaluator  # noqa: E402
-from softprompt.scoring import Scorer  # noqa: E402
+from softprompt.blackbox.search import SearchConfig, run_search
+from softprompt.evaluator import LocalEvaluator
+from softprompt.scoring import Scorer
 
 CONFIG = SearchConfig.from_flat(
     "bbtv2", dim=12, prompt_len=4, num_layers=2, popsize=6, budget=180, eval_every=24, seed=3

@@ -110,6 +110,13 @@ def test_pair_columns_and_given_splits(tmp_path):
     assert task.split_info["carve"]["held_out"] == {"test": 1}
 
 
+def test_a_train_file_too_small_to_carve_says_so(tmp_path):
+    train = write(tmp_path / "train.csv", ROWS[:2])  # 1 test + 1 validation row would leave no train row
+    spec = CustomTaskSpec(train=str(train), text_column="review", label_column="sentiment")
+    with pytest.raises(DataError, match=r"train\.csv: 2 rows are too few to carve a validation split.*as files"):
+        build_custom_task(spec)
+
+
 def test_task_file_with_flags_overriding_it(tmp_path):
     write(tmp_path / "reviews.csv", ROWS)
     (tmp_path / "task.yaml").write_text(

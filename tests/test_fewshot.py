@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from softprompt.tasks.base import Example
-from softprompt.tasks.fewshot import sample_k_shot, split_off, train_dev_k_shot
+from softprompt.tasks.fewshot import carve, sample_k_shot, split_off, train_dev_k_shot
 
 
 def pool(sizes: dict[int, int]) -> list[Example]:
@@ -70,3 +70,13 @@ def test_split_off():
     for bad in (101, -1, 1.0, 0.0):
         with pytest.raises(ValueError):
             split_off(items, bad, seed=0)
+
+
+def test_carve_is_split_off_in_order_and_keeps_train():
+    items = list(range(50))
+    parts = carve(items, {"test": 10, "validation": 5}, seed=3)
+    rest, test = split_off(items, 10, seed=3)
+    rest, validation = split_off(rest, 5, seed=3)
+    assert parts == {"test": test, "validation": validation, "train": rest}
+    with pytest.raises(ValueError, match="too few to carve a validation split of 40"):
+        carve(items, {"test": 10, "validation": 40}, seed=3)  # would leave no train row

@@ -15,7 +15,7 @@ from softprompt.cli import main
 from softprompt.cli.params import rows as param_rows
 from softprompt.evaluator import BackboneAccess, LocalEvaluator
 from softprompt.models.inputs import PromptInputs
-from softprompt.models.shapes import known_configs, load_shape, shape_of
+from softprompt.models.shapes import known_configs, load_shape
 from softprompt.prompts import REGISTRY, DePTConfig, DPTConfig, ResidualConfig, ULPTConfig, build_prompt
 from softprompt.scoring import Scorer
 from softprompt.testing import tiny_backbone
@@ -73,7 +73,7 @@ def test_shipped_configs_give_the_published_sizes(name):
 def test_shape_of_a_loaded_model_matches_its_config_file(tmp_path):
     backbone = tiny_backbone("llama")
     backbone.model.config.to_json_file(tmp_path / "config.json")
-    assert load_shape(str(tmp_path / "config.json"), backbone.max_length).hidden_size == shape_of(backbone).hidden_size
+    assert load_shape(str(tmp_path / "config.json"), backbone.max_length) == backbone.dims
     with pytest.raises(ValueError, match="no model config"):
         load_shape(str(tmp_path / "missing"))
 

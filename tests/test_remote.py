@@ -3,6 +3,7 @@ search across an endpoint that starts late or restarts. Tiny models, loopback so
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -13,18 +14,19 @@ import torch
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
-import uvicorn  # noqa: E402
-from fastapi.testclient import TestClient  # noqa: E402
+import httpx
+import uvicorn
+from fastapi.testclient import TestClient
 
-from softprompt.models.backbone import Backbone  # noqa: E402
-from softprompt.models.inputs import PromptInputs  # noqa: E402
-from softprompt.models.statistics import clipped_std  # noqa: E402
-from softprompt.remote.client import EndpointError, EndpointUnavailable, RemoteEvaluator  # noqa: E402
-from softprompt.remote.server import Limits, create_app  # noqa: E402
-from softprompt.remote.wire import MEDIA_TYPE, batch_to_tensors, encode  # noqa: E402
-from softprompt.scoring import Scorer  # noqa: E402
-from softprompt.tasks.base import Example, Task  # noqa: E402
-from softprompt.testing import tiny_backbone  # noqa: E402
+from softprompt.models.backbone import Backbone, EncodedBatch
+from softprompt.models.inputs import PromptInputs
+from softprompt.models.statistics import clipped_std
+from softprompt.remote.client import EndpointError, EndpointUnavailable, RemoteEvaluator
+from softprompt.remote.server import Limits, create_app
+from softprompt.remote.wire import BATCH_FIELDS, EXTRA_PREFIX, MEDIA_TYPE, encode
+from softprompt.scoring import Scorer
+from softprompt.tasks.base import Example, Task
+from softprompt.testing import tiny_backbone
 
 EXAMPLES = [
     Example("the movie was very good and fun", label=1),
@@ -70,9 +72,12 @@ def local_scores(bb: Backbone, task: Task, prompts: torch.Tensor, deep: torch.Te
     return torch.stack(rows)
 
 
+LOCAL = "http://127.0.0.1"  # the endpoint answers loopback Host names only, unless told otherwise
+
+
 def remote(bb: Backbone, task: Task, **limits: int) -> RemoteEvaluator:
-    client = TestClient(create_app(bb, Limits(**limits)))
-    return RemoteEvaluator("http://testserver", task, http_client=client, retries=1)
+    client = TestClient(create_app(bb, Limits(**limits)), base_url=LOCAL)
+    return RemoteEvaluator(LOCAL, task, http_client=client, retries=1)
 
 
 # --- same numbers as local scoring ------------------------------------------------------------------------------
@@ -101,6 +106,23 @@ def test_population_larger_than_one_request_is_split(llama: Backbone) -> None:
     got = evaluator.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=deep))
     assert len(requests) == -(-P // 2) > 1
     torch.testing.assert_close(got, local_scores(llama, SINGLE, prompts, deep), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("limit", ["max_work_tokens", "max_output_values"])
+def test_client_splits_a_population_by_the_work_limits(llama: Backbone, limit: str) -> None:
+    """One candidate per request when the endpoint's work or output limit allows no more; same scores."""
+    prompts, deep = candidates(llama)
+    sent = remote(llama, MULTI)._encode(EXAMPLES).tensors  # what the client sends per candidate: rows x width
+    (rows, width), scored = sent["input_ids"].shape, sent["score_index"].shape[1]
+    columns = len({t for word in MULTI.verbalizer for t in llama.tokenize(word)})
+    one = {"max_work_tokens": rows * (N + width), "max_output_values": rows * scored * columns}[limit]
+    evaluator = remote(llama, MULTI, **{limit: one})
+    requests = []
+    original = evaluator._binary
+    evaluator._binary = lambda *a, **k: requests.append(1) or original(*a, **k)
+    got = evaluator.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=deep))
+    assert len(requests) == P
+    torch.testing.assert_close(got, local_scores(llama, MULTI, prompts, deep), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("task", [SINGLE, MULTI], ids=["single-token", "multi-token"])
@@ -143,6 +165,14 @@ def test_clipped_std_tames_outliers() -> None:
 
 
 # --- bad requests get a 4xx and a message ----------------------------------------------------------------------
+def batch_to_tensors(batch: EncodedBatch) -> dict[str, torch.Tensor]:
+    """An encoded batch as the tensors of a /v1/scores body (what the client sends after /v1/tokenize)."""
+    return {
+        **{name: getattr(batch, name) for name in BATCH_FIELDS},
+        **{EXTRA_PREFIX + k: v for k, v in batch.extras.items()},
+    }
+
+
 def scores_body(bb: Backbone, **override: torch.Tensor | None) -> bytes:
     tensors = batch_to_tensors(bb.encode(["the movie was good", "bad"]))
     tensors |= {"token_ids": torch.tensor([7, 9]), "prompts": torch.zeros(2, N, bb.hidden_size)}
@@ -165,19 +195,20 @@ def scores_body(bb: Backbone, **override: torch.Tensor | None) -> bytes:
     ],
 )
 def test_bad_scores_requests(llama: Backbone, override: dict, status: int, message: str) -> None:
-    client = TestClient(create_app(llama))
+    client = TestClient(create_app(llama), base_url=LOCAL)
     response = client.post("/v1/scores", content=scores_body(llama, **override), headers={"content-type": MEDIA_TYPE})
     assert response.status_code == status, response.text
     assert message in response.json()["detail"]
 
 
 def test_bad_bodies_and_limits(llama: Backbone) -> None:
-    client = TestClient(create_app(llama, Limits(max_request_bytes=2000, max_rows=3)))
-    garbage = client.post("/v1/scores", content=b"\x80\x04pickle?" * 4)
+    client = TestClient(create_app(llama, Limits(max_request_bytes=2000, max_rows=3)), base_url=LOCAL)
+    binary = {"content-type": MEDIA_TYPE}
+    garbage = client.post("/v1/scores", content=b"\x80\x04pickle?" * 4, headers=binary)
     assert garbage.status_code == 400 and "safetensors" in garbage.json()["detail"]
-    big = client.post("/v1/scores", content=b"x" * 5000)
+    big = client.post("/v1/scores", content=b"x" * 5000, headers=binary)
     assert big.status_code == 413 and "exceeds" in big.json()["detail"]
-    rows = client.post("/v1/scores", content=scores_body(llama, prompts=torch.zeros(2, 1, 32)))
+    rows = client.post("/v1/scores", content=scores_body(llama, prompts=torch.zeros(2, 1, 32)), headers=binary)
     assert rows.status_code == 422 and "rows" in rows.json()["detail"]
     assert client.post("/v1/tokenize", json={"texts": "not a list"}).status_code == 422
     mismatch = client.post("/v1/tokenize", json={"texts": ["a"], "continuations": [[1], [2]]})
@@ -204,8 +235,9 @@ def free_port() -> int:
 class Server:
     """uvicorn on 127.0.0.1:port in a background thread."""
 
-    def __init__(self, bb: Backbone, port: int) -> None:
-        config = uvicorn.Config(create_app(bb), host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    def __init__(self, bb: Backbone, port: int, **app_options: object) -> None:
+        app = create_app(bb, **app_options)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
         self.server = uvicorn.Server(config)
 
     def start(self, delay: float = 0.0) -> Server:
@@ -267,6 +299,213 @@ def test_retry_wait_is_bounded(port: int) -> None:
     with pytest.raises(EndpointUnavailable):
         _ = evaluator.hidden_size
     assert time.monotonic() - start < 2.0
+
+
+# --- hardening (issue 11 item 9): each case was accepted, hung or failed with a 500 before ------------------------
+def post_scores(client: TestClient, body: bytes, **headers: str) -> object:
+    return client.post("/v1/scores", content=body, headers={"content-type": MEDIA_TYPE, **headers})
+
+
+def test_scored_positions_per_row_are_bounded(llama: Backbone) -> None:
+    client = TestClient(create_app(llama), base_url=LOCAL)
+    wide = torch.zeros(2, 40, dtype=torch.long)  # 40 scored positions per row: one row of 40 x 2 logits... or 139 MB
+    response = post_scores(client, scores_body(llama, score_index=wide, score_mask=torch.ones_like(wide)))
+    assert response.status_code == 422 and "scored positions per row (S) = 40" in response.json()["detail"]
+    long = client.post("/v1/tokenize", json={"texts": ["good"], "continuations": [[7] * 40]})
+    assert long.status_code == 422 and "continuation tokens" in long.json()["detail"]
+    assert client.post("/v1/tokenize", json={"texts": ["good"], "continuations": [[7] * 3]}).status_code == 200
+
+
+def test_total_work_of_a_request_is_bounded(llama: Backbone) -> None:
+    body = scores_body(llama)  # 2 prompts x 2 examples, n = 4, 2 token ids
+    width = llama.encode(["the movie was good", "bad"]).input_ids.shape[1]
+    work = 4 * (N + width)
+    limited = TestClient(create_app(llama, Limits(max_work_tokens=work - 1)), base_url=LOCAL)
+    response = post_scores(limited, body)
+    assert response.status_code == 422 and f"token positions (rows x (n+text)) = {work:,}" in response.json()["detail"]
+    assert (
+        post_scores(TestClient(create_app(llama, Limits(max_work_tokens=work)), base_url=LOCAL), body).status_code
+        == 200
+    )
+    output = post_scores(TestClient(create_app(llama, Limits(max_output_values=7)), base_url=LOCAL), body)
+    assert output.status_code == 422 and "scores (rows x S x C) = 8" in output.json()["detail"]
+    stats = batch_to_tensors(llama.encode(["the movie was good", "bad"])) | {"prompt": torch.zeros(N, 32)}
+    values = 2 * (N + width) * 32 * 2
+    small = TestClient(create_app(llama, Limits(max_stats_values=values - 1)), base_url=LOCAL)
+    response = small.post("/v1/hidden_state_stds", content=encode(stats), headers={"content-type": MEDIA_TYPE})
+    assert response.status_code == 422 and f"hidden-state values (positions x D x layers) = {values:,}" in response.text
+
+
+def test_chunked_bodies_are_capped_on_every_route(llama: Backbone) -> None:
+    client = TestClient(create_app(llama, Limits(max_request_bytes=2000)), base_url=LOCAL)
+
+    def chunks(data: bytes) -> Iterator[bytes]:  # no Content-Length: the body arrives chunked
+        yield from (data[i : i + 500] for i in range(0, len(data), 500))
+
+    big_json = json.dumps({"texts": ["good " * 1000]}).encode()
+    response = client.post("/v1/tokenize", content=chunks(big_json), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "exceeds the limit of 2000 bytes" in response.json()["detail"]
+    response = client.post("/v1/scores", content=chunks(b"x" * 5000), headers={"content-type": MEDIA_TYPE})
+    assert response.status_code == 413
+    small = json.dumps({"texts": ["good"]}).encode()
+    ok = client.post("/v1/tokenize", content=chunks(small), headers={"content-type": "application/json"})
+    assert ok.status_code == 200 and ok.json()["batch"]["input_ids"]
+
+
+def test_slow_clients_are_cut_off(llama: Backbone, port: int) -> None:
+    server = Server(llama, port, limits=Limits(body_timeout_s=0.5)).start()
+    server.wait_started()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            head = (f"POST /v1/scores HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {MEDIA_TYPE}\r\n"
+                    "Content-Length: 1000\r\n\r\n")  # fmt: skip
+            sock.sendall(head.encode() + b"x" * 10)  # ... and the other 990 bytes never come
+            start = time.monotonic()
+            reply = sock.recv(4096).decode()
+        assert reply.startswith("HTTP/1.1 408") and "did not arrive within 0.5 s" in reply
+        assert time.monotonic() - start < 3
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "host, allowed, status",
+    [
+        ("evil.example", None, 400),  # a page on evil.example that resolves to 127.0.0.1 (DNS rebinding)
+        ("evil.example:8765", None, 400),
+        ("127.0.0.1:8765", None, 200),
+        ("localhost", None, 200),
+        ("[::1]:8765", None, 200),
+        ("gpu-box:8765", ["gpu-box"], 200),
+        ("anything", ["*"], 200),
+    ],
+)
+def test_host_header_is_checked(llama: Backbone, host: str, allowed: list[str] | None, status: int) -> None:
+    app = create_app(llama) if allowed is None else create_app(llama, allowed_hosts=allowed)
+    response = TestClient(app, base_url=LOCAL).get("/v1/info", headers={"host": host})
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert "Host header" in response.json()["detail"] and "--allowed-host evil.example" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "path, content_type, body",
+    [
+        ("/v1/scores", "text/plain", b"x"),  # what a form or fetch() on another origin can send without a preflight
+        ("/v1/scores", "application/x-www-form-urlencoded", b"a=b"),
+        ("/v1/hidden_state_stds", "multipart/form-data; boundary=x", b"--x--"),
+        ("/v1/tokenize", "text/plain", b'{"texts": ["good"]}'),
+        ("/v1/embedding_std", "text/plain", b""),
+    ],
+)
+def test_content_type_is_checked(llama: Backbone, path: str, content_type: str, body: bytes) -> None:
+    client = TestClient(create_app(llama), base_url=LOCAL)
+    response = client.post(path, content=body, headers={"content-type": content_type})
+    assert response.status_code == 415 and "content type" in response.json()["detail"]
+
+
+def test_optional_api_key(llama: Backbone) -> None:
+    client = TestClient(create_app(llama, api_key="s3cret"), base_url=LOCAL)
+    assert client.get("/healthz").status_code == 200  # liveness stays open
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
+        response = client.get("/v1/info", headers=headers)
+        assert response.status_code == 401 and "API key" in response.json()["detail"], headers
+        assert response.headers["www-authenticate"] == "Bearer"
+    assert client.get("/v1/info", headers={"authorization": "Bearer s3cret"}).status_code == 200
+    prompts, deep = candidates(llama)
+    with_key = RemoteEvaluator(LOCAL, SINGLE, http_client=client, retries=1, api_key="s3cret")
+    got = with_key.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=deep))
+    torch.testing.assert_close(got, local_scores(llama, SINGLE, prompts, deep), atol=1e-5, rtol=1e-5)
+    with pytest.raises(EndpointError, match="401.*API key"):
+        _ = RemoteEvaluator(LOCAL, SINGLE, http_client=client, retries=1).hidden_size
+    with pytest.raises(ValueError, match="empty"):
+        create_app(llama, api_key="")
+
+
+def test_bad_text_gets_4xx_not_500(llama: Backbone) -> None:
+    client = TestClient(create_app(llama), base_url=LOCAL, raise_server_exceptions=False)
+    for body in ('{"texts": ["\\ud800"]}', '{"words": ["good", "\\udfff"]}'):  # lone surrogates: valid JSON
+        response = client.post("/v1/tokenize", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 422 and "not valid Unicode" in response.json()["detail"], response.text
+    too_long = client.post("/v1/tokenize", json={"texts": ["a" * 100_001]})
+    assert too_long.status_code == 422 and "characters in one text" in too_long.json()["detail"]
+
+
+def test_a_long_request_does_not_hold_up_others(llama: Backbone, port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No global lock: while one scoring request is busy in the model, other requests are answered."""
+    from softprompt.remote import inference
+
+    busy, release = threading.Event(), threading.Event()
+    original = inference.candidate_scores
+
+    def slow(*args: object, **kwargs: object) -> torch.Tensor:
+        busy.set()
+        release.wait(timeout=20)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "candidate_scores", slow)
+    server = Server(llama, port).start()
+    server.wait_started()
+    url, results = f"http://127.0.0.1:{port}", {}
+    try:
+        body, binary = scores_body(llama), {"content-type": MEDIA_TYPE}
+        post = lambda: results.update(long=httpx.post(url + "/v1/scores", content=body, headers=binary, timeout=30))  # noqa: E731
+        long = threading.Thread(target=post)
+        long.start()
+        assert busy.wait(timeout=10)
+        start = time.monotonic()
+        std = httpx.post(url + "/v1/embedding_std", timeout=5)  # model work too; waited for the lock before
+        tokens = httpx.post(url + "/v1/tokenize", json={"texts": ["good"]}, timeout=5)
+        assert std.status_code == tokens.status_code == 200 and time.monotonic() - start < 5
+        assert long.is_alive()  # still busy
+        release.set()
+        long.join(timeout=20)
+        assert results["long"].status_code == 200
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_concurrent_requests_each_get_their_own_prompts(llama: Backbone, port: int) -> None:
+    """Requests with different deep prompts run side by side in worker threads; each scores as the local Scorer."""
+    server = Server(llama, port).start()
+    server.wait_started()
+    outcomes: dict[int, torch.Tensor] = {}
+
+    def search(seed: int) -> None:
+        prompts, deep = candidates(llama, seed)
+        with RemoteEvaluator(f"http://127.0.0.1:{port}", MULTI, **FAST) as evaluator:
+            for _ in range(3):
+                outcomes[seed] = evaluator.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=deep))
+
+    try:
+        threads = [threading.Thread(target=search, args=(seed,)) for seed in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    finally:
+        server.stop()
+    assert sorted(outcomes) == [0, 1, 2, 3]
+    for seed, got in outcomes.items():
+        torch.testing.assert_close(got, local_scores(llama, MULTI, *candidates(llama, seed)), atol=1e-5, rtol=1e-5)
+
+
+def test_serve_lm_refuses_bad_port_and_missing_key_before_loading(tmp_path, capsys, monkeypatch) -> None:
+    from softprompt.cli import main
+
+    model = tmp_path / "tiny"  # a model that loads: each error must come before it would be served
+    tiny_backbone().model.save_pretrained(model)
+    tiny_backbone().tokenizer.save_pretrained(model)
+    assert main(["serve-lm", "--model", str(model), "--port", "99999"]) == 2
+    assert "--port must be between 1 and 65535, got 99999" in capsys.readouterr().err
+    monkeypatch.delenv("SOFTPROMPT_TEST_KEY", raising=False)
+    assert main(["serve-lm", "--model", str(model), "--api-key-env", "SOFTPROMPT_TEST_KEY"]) == 2
+    assert "environment variable SOFTPROMPT_TEST_KEY is not set" in capsys.readouterr().err
+    search = ["blackbox", "--endpoint", "http://127.0.0.1:9", "--api-key-env", "SOFTPROMPT_TEST_KEY", "--task", "sst2",
+              "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(search) == 2  # the client side: the same message, before any data is read
+    assert "environment variable SOFTPROMPT_TEST_KEY is not set" in capsys.readouterr().err
 
 
 def test_cli_registers_serve_lm() -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from synthetic import learnable_backbone, synthetic_examples, synthetic_task  # noqa: E402
+from synthetic import learnable_backbone, synthetic_examples, synthetic_task
 
-from softprompt import runs  # noqa: E402
-from softprompt.api import make_prompt_config, new_prompt  # noqa: E402
-from softprompt.scoring import Scorer  # noqa: E402
-from softprompt.training import trainer  # noqa: E402
+from softprompt import runs
+from softprompt.api import make_prompt_config, new_prompt
+from softprompt.scoring import Scorer
+from softprompt.training import trainer
 
 # Evaluations every 20 steps, checkpoints at least every 10 ms in between: a kill between evaluations loses nothing.
 CONFIG = trainer.TrainConfig(

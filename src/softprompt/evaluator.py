@@ -73,6 +73,11 @@ class BackboneAccess:
     def text_embeddings(self, text: str, n: int) -> torch.Tensor:
         return statistics.text_embeddings(self.backbone, text, n)
 
+    def key_value_prefix(self, embeds: torch.Tensor) -> PromptInputs:
+        """The model's own per-layer keys and values of (n, D) input vectors (decoder-only models; else ValueError)."""
+        with torch.no_grad():
+            return self.backbone.prompt_prefix(PromptInputs(embeds=embeds.unsqueeze(0))).to("cpu")
+
     def hidden_state_stds(self, examples: Sequence[Example], prompt: PromptInputs) -> list[float]:
         raise ValueError("hidden-state statistics are measured on a task's examples: use a LocalEvaluator")
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
+
+    from softprompt.models.backbone import Backbone
 
 WORDS = (
     "the a movie film was is it good great bad awful fine boring fun review sentiment positive negative yes no "
@@ -12,7 +19,7 @@ WORDS = (
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<mask>"]
 
 
-def tiny_tokenizer(extra_words: tuple[str, ...] = ()):  # noqa: ANN201 - transformers type
+def tiny_tokenizer(extra_words: tuple[str, ...] = ()) -> PreTrainedTokenizerFast:
     """A word-level fast tokenizer over a fixed vocabulary; unknown words map to <unk>."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -30,14 +37,14 @@ def tiny_tokenizer(extra_words: tuple[str, ...] = ()):  # noqa: ANN201 - transfo
     )
 
 
-def tiny_causal_lm(  # noqa: ANN201
+def tiny_causal_lm(
     arch: str = "llama",
     vocab_size: int = 128,
     hidden: int = 32,
     layers: int = 2,
     seed: int = 0,
     init_scale: float = 0.02,
-):
+) -> PreTrainedModel:
     """A randomly initialised decoder-only LM of a real architecture (llama or gemma3).
 
     `init_scale` is the weights' init std; at 0.5 a few prompt vectors can steer the model, so tests can check that
@@ -67,7 +74,7 @@ def tiny_causal_lm(  # noqa: ANN201
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32)
 
 
-def tiny_seq2seq_lm(vocab_size: int = 128, seed: int = 0):  # noqa: ANN201
+def tiny_seq2seq_lm(vocab_size: int = 128, seed: int = 0) -> PreTrainedModel:
     """A randomly initialised T5 (encoder-decoder); decoding starts from the pad token, as in T5."""
     from transformers import AutoModelForSeq2SeqLM, T5Config
 
@@ -86,8 +93,8 @@ def tiny_seq2seq_lm(vocab_size: int = 128, seed: int = 0):  # noqa: ANN201
     return AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32)
 
 
-def tiny_masked_lm(vocab_size: int = 128, seed: int = 0):  # noqa: ANN201
-    """A randomly initialised RoBERTa masked LM."""
+def tiny_masked_lm(vocab_size: int = 128, seed: int = 0, init_scale: float = 0.02) -> PreTrainedModel:
+    """A randomly initialised RoBERTa masked LM (`init_scale`: as for tiny_causal_lm)."""
     from transformers import AutoModelForMaskedLM, RobertaConfig
 
     config = RobertaConfig(
@@ -101,12 +108,13 @@ def tiny_masked_lm(vocab_size: int = 128, seed: int = 0):  # noqa: ANN201
         bos_token_id=2,
         eos_token_id=3,
         architectures=["RobertaForMaskedLM"],
+        initializer_range=init_scale,
     )
     torch.manual_seed(seed)
     return AutoModelForMaskedLM.from_config(config, dtype=torch.float32)
 
 
-def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64, init_scale: float = 0.02):  # noqa: ANN201
+def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64, init_scale: float = 0.02) -> Backbone:
     """A tiny backbone of any adapter kind: llama/gemma3 (causal), t5 (seq2seq) or roberta (masked LM)."""
     tok = tiny_tokenizer()
     if arch == "t5":
@@ -116,7 +124,9 @@ def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64, init
     if arch == "roberta":
         from softprompt.models.masked import MaskedLMBackbone
 
-        return MaskedLMBackbone(tiny_masked_lm(len(tok), seed), tok, name="tiny-roberta", max_length=max_length)
+        return MaskedLMBackbone(
+            tiny_masked_lm(len(tok), seed, init_scale), tok, name="tiny-roberta", max_length=max_length
+        )
     from softprompt.models.causal import CausalLMBackbone
 
     model = tiny_causal_lm(arch, vocab_size=len(tok), seed=seed, init_scale=init_scale)

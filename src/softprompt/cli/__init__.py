@@ -16,6 +16,8 @@ COMMANDS = {
     "blackbox": "blackbox",
     "serve-lm": "serve_lm",
     "params": "params",
+    "registry": "registry",
+    "export": "export",
 }
 
 

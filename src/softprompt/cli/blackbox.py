@@ -14,9 +14,11 @@ from pathlib import Path
 
 from softprompt.blackbox.search import METHODS, SearchConfig
 from softprompt.cli.common import (
+    add_api_key_arg,
     add_data_args,
     add_model_args,
     add_run_args,
+    api_key_from_env,
     backbone_from_args,
     resolve_task,
     subset,
@@ -32,6 +34,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     add_data_args(p)
     add_model_args(p)
     p.add_argument("--endpoint", help="URL of a `softprompt serve-lm` endpoint to tune against instead of --model")
+    add_api_key_arg(p, "--endpoint: send")
     p.add_argument("--method", default="bbt", choices=METHODS, help="(default bbt)")
     p.add_argument("--shots", type=int, default=16, help="examples per label for train, and again for dev (16)")
     search = p.add_argument_group("search")
@@ -56,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.shots < 1 or args.chunk_size < 1:
         raise ValueError("--shots and --chunk-size must be positive")
+    api_key = api_key_from_env(args.api_key_env)  # before any work: a missing key is the user's to fix
     task = resolve_task(args)
     search = given(args, SearchConfig, exclude={"prompt", "sigma"})
     options = method_options(args)
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.endpoint:
         from softprompt.remote.client import RemoteEvaluator
 
-        evaluator = RemoteEvaluator(args.endpoint, task)
+        evaluator = RemoteEvaluator(args.endpoint, task, api_key=api_key)
     else:
         from softprompt.evaluator import LocalEvaluator
         from softprompt.scoring import Scorer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import sys
 import warnings
@@ -217,3 +218,18 @@ def warn_truncated(scorer: Scorer, splits: dict[str, Sequence[Example]]) -> None
                 "tokens (--max-length) and were truncated, keeping the end of the text",
                 file=sys.stderr,
             )
+
+
+def add_api_key_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    help_text = f"{what} the API key held by environment variable NAME (never on the command line)"
+    parser.add_argument("--api-key-env", metavar="NAME", help=help_text)
+
+
+def api_key_from_env(name: str | None) -> str | None:
+    """The key in environment variable `name` (None when no name is given); unset or empty is an error."""
+    if name is None:
+        return None
+    value = os.environ.get(name, "")
+    if not value.strip():
+        raise ValueError(f"--api-key-env {name}: the environment variable {name} is not set or is empty")
+    return value.strip()

@@ -58,17 +58,18 @@ def rows(model: str, prompt_len: int = 100, max_length: int = 256) -> list[dict[
 
 
 def run(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
     from softprompt.models.shapes import load_shape
 
     shape = load_shape(args.model, args.max_length)
     table = rows(args.model, args.prompt_len, args.max_length)
     if args.json:
-        print(json.dumps({"model": vars(shape), "rows": table}))
+        print(json.dumps({"model": {"name": args.model, **asdict(shape)}, "rows": table}))
         return 0
-    print(f"{shape.name}: D={shape.hidden_size}, {shape.num_layers} layers"
-          + (f" (+{shape.num_decoder_layers} decoder)" if shape.num_decoder_layers else "")
-          + f", {shape.num_heads} heads ({shape.num_kv_heads} key/value, dim {shape.head_dim}); "
-          f"n={args.prompt_len}, max text length {args.max_length}")  # fmt: skip
+    print(f"{args.model}: D={shape.hidden_size}, {shape.num_layers} layers, "
+          f"{shape.num_kv_heads} key/value heads of width {shape.head_dim}; n={args.prompt_len}, "
+          f"max text length {args.max_length}")  # fmt: skip
     width = max(len(r["method"]) for r in table)
     for r in table:
         settings = ", ".join(f"{k}={v}" for k, v in r["settings"].items())

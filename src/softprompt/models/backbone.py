@@ -19,6 +19,13 @@ Layer-level effects (deep prompts added at the prompt positions, reading a layer
 a precomputed input) go through one wrapper installed on each block when the backbone is built. Each call passes
 its instructions in a context variable, so concurrent calls from several threads never see each other's prompts
 and no lock is needed for correctness.
+
+A key/value prefix (prefix tuning) enters a decoder as its own cache (the model's usual past_key_values). An encoder
+has no cache, so a second wrapper, installed once on each encoder block's self-attention module, hands that module
+a `_PrefixCache` holding the layer's prefix (the same `cache.update` the module calls when it serves as a decoder)
+and widens its attention mask by the row's used slots. The prefix sits where the input-layer prompt would
+(`prompt_offset`): text positions after it move by the row's prefix length (absolute position embeddings get the
+shifted ids; T5's relative bias sees the slots as the m positions before the text).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from softprompt.models.dims import ModelDims
 from softprompt.models.inputs import PromptInputs
 
 
@@ -73,8 +81,9 @@ class Inserted:
     mask: torch.Tensor  # (B, m + T + n): key/value prefix slots, then the sequence
     shift: torch.Tensor  # (B,) how far each row's positions after the offset moved (its prompt length)
     deep: torch.Tensor | None = None  # (L, B, n, D), zero beyond each row's prompt length
-    cache: Any = None  # the key/value prefix as the model's cache, or None
-    positions: torch.Tensor | None = None  # (B, T + n) position ids when a prefix shifts them
+    cache: Any = None  # the key/value prefix as the model's cache (decoders), or None
+    positions: torch.Tensor | None = None  # (B, T + n) position ids (from 0) when a prefix shifts them
+    prefix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # encoders: (keys, values, used (B, m))
 
 
 @dataclass
@@ -87,6 +96,7 @@ class _LayerPlan:
     start: tuple[int, torch.Tensor] | None = None
     capture: frozenset[int] = frozenset()
     captured: dict[int, torch.Tensor] = field(default_factory=dict)
+    prefix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # encoder self-attention: see below
 
 
 _PLAN: ContextVar[_LayerPlan | None] = ContextVar("softprompt_layer_plan", default=None)
@@ -119,12 +129,78 @@ def _block_call(index: int, original: Callable[..., Any], *args: Any, **kwargs: 
     return original(*args, **kwargs)
 
 
+class _PrefixCache:
+    """What an encoder self-attention module gets as its `cache` for one call: `update` puts the layer's prefix in
+    front of the keys and values it just computed; nothing is stored, so the call leaves no state behind."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.keys, self.values = keys, values  # (B, H, m, d)
+
+    def get_seq_length(self, layer_idx: int | None = 0) -> int:
+        return self.keys.shape[-2]  # T5: the text's relative positions start after the m slots
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        return torch.cat([self.keys, keys], dim=-2), torch.cat([self.values, values], dim=-2)
+
+
+MASK_NAMES = ("mask", "attention_mask")
+SELF_ATTENTION_NAMES = ("SelfAttention", "self", "self_attn")  # T5, BERT family (attention.self), BART family
+
+
+def find_self_attention(block: nn.Module) -> nn.Module | None:
+    """The self-attention module of an encoder block (the first one with a known name), or None."""
+    for name, module in block.named_modules():
+        if name.rsplit(".", 1)[-1] in SELF_ATTENTION_NAMES:
+            return module
+    return None  # T5 / BERT-family keyword for the self-attention mask
+
+
+def _attention_call(index: int, original: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """An encoder block's self-attention, wrapped once: with a key/value prefix in the plan, the module attends to
+    the layer's prefix slots (those each row uses) before its own keys; otherwise it is untouched."""
+    plan = _PLAN.get()
+    if plan is None or plan.prefix is None:
+        return original(*args, **kwargs)
+    keys, values, used = plan.prefix
+    hidden = args[0] if args else kwargs["hidden_states"]
+    kwargs["cache"] = _PrefixCache(keys[index].to(hidden.dtype), values[index].to(hidden.dtype))
+    config = getattr(getattr(original, "__self__", None), "config", None)
+    eager = getattr(config, "_attn_implementation", None) == "eager"
+    name = next((n for n in MASK_NAMES if n in kwargs), None)
+    if name is None and len(args) > 1:
+        args = (args[0], _prefix_mask(args[1], used, hidden, eager), *args[2:])
+    else:
+        kwargs[name or "attention_mask"] = _prefix_mask(kwargs.get(name) if name else None, used, hidden, eager)
+    return original(*args, **kwargs)
+
+
+def _prefix_mask(
+    mask: torch.Tensor | None, used: torch.Tensor, hidden: torch.Tensor, eager: bool
+) -> torch.Tensor | None:
+    """The module's (B|1, 1, q|1, S) mask widened by m prefix columns: boolean masks (sdpa) get `used`, additive
+    float masks (eager) 0 or the dtype's minimum; no mask stays none if every slot of every row is used."""
+    rows, q = hidden.shape[:2]
+    if mask is None:
+        if bool(used.all()):
+            return None
+        mask = torch.zeros(rows, 1, 1, q, dtype=hidden.dtype, device=hidden.device) if eager else None
+        mask = torch.ones(rows, 1, 1, q, dtype=torch.bool, device=hidden.device) if mask is None else mask
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
+        raise ValueError("key/value prefixes in an encoder need eager or sdpa attention (a 4-d mask)")
+    mask = mask.expand(rows, 1, mask.shape[2], mask.shape[3])
+    pre = used[:, None, None, :].expand(rows, 1, mask.shape[2], used.shape[1])
+    if mask.dtype != torch.bool:
+        pre = torch.zeros((), dtype=mask.dtype, device=mask.device).masked_fill(~pre, torch.finfo(mask.dtype).min)
+    return torch.cat([pre.to(mask.device), mask], dim=-1)
+
+
 class Backbone:
     """A frozen model plus tokenizer. The model never receives gradients and stays in eval mode."""
 
     kind: ClassVar[str] = ""
     prompt_offset: ClassVar[int] = 0  # sequence position where the input-layer prompt is inserted
     can_start_at_layer: ClassVar[bool] = False  # hidden_states(start=...) skips the layers below a given input
+    prefix_in_cache: ClassVar[bool] = False  # True: a key/value prefix is the model's own cache (decoders)
 
     def __init__(self, model: nn.Module, tokenizer: Any, name: str, max_length: int = 256) -> None:
         self.model = model.eval()
@@ -142,6 +218,11 @@ class Backbone:
             if not getattr(block, "_softprompt_wrapped", False):  # a second Backbone on the same model
                 block.forward = functools.partial(_block_call, i, block.forward)
                 block._softprompt_wrapped = True
+        self._prefix_attention = [] if self.prefix_in_cache else [find_self_attention(b) for b in self._layers]
+        for i, module in enumerate(self._prefix_attention):
+            if module is not None and not getattr(module, "_softprompt_wrapped", False):
+                module.forward = functools.partial(_attention_call, i, module.forward)
+                module._softprompt_wrapped = True
 
     # --- facts about the model -------------------------------------------------------------------------------
     @property
@@ -151,6 +232,11 @@ class Backbone:
     @property
     def hidden_size(self) -> int:
         return self.word_embeddings.weight.shape[1]
+
+    @property
+    def dims(self) -> ModelDims:
+        """Hidden size, layers, key/value heads and head width (what a key/value prefix is shaped by)."""
+        return ModelDims.from_config(self.config, self.max_length)
 
     @property
     def vocab_size(self) -> int:
@@ -259,21 +345,40 @@ class Backbone:
         return inserted
 
     def _insert_prefix(self, inserted: Inserted, prompt: PromptInputs) -> None:
-        """A per-layer key/value prefix as a pre-filled cache: every position attends to the row's prefix slots,
-        which sit at the end of the slot axis (left-padded), and the sequence's positions continue after them."""
-        from transformers import DynamicCache
+        """A per-layer key/value prefix: every text position attends to the row's prefix slots, which sit at the
+        end of the slot axis (left-padded), and the positions after `prompt_offset` move by the row's prefix length.
+        Here (encoders) the prefix travels in the layer plan to the self-attention wrappers; decoders override this
+        to pre-fill their cache."""
+        self._check_prefix(prompt)
+        if any(module is None for module in self._prefix_attention):
+            raise ValueError(f"{self.name}: cannot find the self-attention of every block, so no key/value prefix")
+        used, inserted.positions = self._prefix_slots(inserted, prompt)
+        inserted.prefix = (prompt.prefix_keys, prompt.prefix_values, used)
 
-        keys, values = prompt.prefix_keys, prompt.prefix_values
+    def _check_prefix(self, prompt: PromptInputs) -> None:
+        keys, dims = prompt.prefix_keys, self.dims
         if keys.shape[0] != self.num_layers:
             raise ValueError(f"key/value prefix has {keys.shape[0]} layers, model has {self.num_layers}")
+        if (keys.shape[2], keys.shape[4]) != (dims.num_kv_heads, dims.head_dim):
+            raise ValueError(
+                f"key/value prefix has {keys.shape[2]} heads of width {keys.shape[4]}, "
+                f"{self.name} has {dims.num_kv_heads} key/value heads of width {dims.head_dim}"
+            )
+
+    def _prefix_slots(self, inserted: Inserted, prompt: PromptInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, m) the slots each row uses, and (B, T + n) position ids from 0 moved by the row's prefix length
+        after `prompt_offset`."""
         m, lengths = prompt.prefix_len, prompt.row_prefix_lengths().to(self.device)
-        cache = DynamicCache(config=self.config)
-        for layer in range(self.num_layers):
-            cache.update(keys[layer], values[layer], layer)
         used = torch.arange(m, device=self.device) >= (m - lengths)[:, None]
-        inserted.mask = torch.cat([used.to(inserted.mask.dtype), inserted.mask], dim=1)
-        inserted.positions = lengths[:, None] + torch.arange(inserted.embeds.shape[1], device=self.device)
-        inserted.cache = cache
+        index = torch.arange(inserted.embeds.shape[1], device=self.device)
+        return used, index + torch.where(index >= self.prompt_offset, lengths[:, None], 0)
+
+    def prompt_prefix(self, prompt: PromptInputs) -> PromptInputs:
+        """A key/value prefix equal to an input-layer prompt: only decoder-only models have one (see causal.py)."""
+        raise ValueError(
+            f"{self.name} ({self.kind}): in an encoder the prompt positions attend to the text, so their keys and "
+            "values change with every text; no fixed key/value prefix acts like the prompt (decoder-only models only)"
+        )
 
     # --- forward ------------------------------------------------------------------------------------------------
     def hidden_states(
@@ -291,7 +396,7 @@ class Backbone:
         if start is not None and not self.can_start_at_layer:
             raise ValueError(f"{self.kind} backbones cannot start at a layer")
         x = self.insert(batch, prompt)
-        plan = _LayerPlan(x.deep, self.prompt_offset, start=start) if x.deep is not None or start is not None else None
+        plan = self._plan(x, start=start) if x.deep is not None or x.prefix is not None or start is not None else None
         return self._read_out(self._with_plan(plan, self._run, x, batch), batch, x)
 
     @torch.inference_mode()
@@ -302,12 +407,16 @@ class Backbone:
         after the last requested layer, so asking for low layers costs only those layers."""
         wanted = frozenset(range(self.num_layers) if layers is None else layers)
         x = self.insert(batch, prompt)
-        plan = _LayerPlan(x.deep, self.prompt_offset, capture=wanted)
+        plan = self._plan(x, capture=wanted)
         try:
             self._with_plan(plan, self._run, x, batch)
         except _StopForward:
             pass
         return plan.captured
+
+    def _plan(self, x: Inserted, **kwargs: Any) -> _LayerPlan:
+        """The layer plan of an inserted prompt: its deep prompts and (encoders) its key/value prefix."""
+        return _LayerPlan(x.deep, self.prompt_offset, prefix=x.prefix, **kwargs)
 
     @staticmethod
     def _with_plan(plan: _LayerPlan | None, fn: Callable[..., Any], *args: Any) -> Any:
@@ -345,16 +454,22 @@ class Backbone:
         self,
         texts: Sequence[str],
         prompt: PromptInputs | None = None,
-        max_new_tokens: int = 32,
+        max_new_tokens: int | None = None,
         *,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
+        options: GenerationOptions | None = None,
+        **settings: Any,
     ) -> list[str]:
-        """Batched decoding with a key/value cache: greedy, or sampling with temperature / nucleus (top_p), up to
-        `max_new_tokens` per row, each row cut at its first `stop` string. `prompt` has one row or one per text."""
+        """Batched decoding with a key/value cache (see `GenerationOptions`); `prompt` has one row or one per text.
+
+        Pass `options`, or its fields as keywords: `generate(texts, prompt, 16, do_sample=True, seed=0)`."""
+        if options is None:
+            options = GenerationOptions(**({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}),
+                                        **settings)  # fmt: skip
+        elif max_new_tokens is not None or settings:
+            raise ValueError("pass generation settings either as `options` or as keywords, not both")
+        return self._generate(list(texts), prompt, options)
+
+    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
         raise NotImplementedError(f"{self.name} ({self.kind}) cannot generate text")
 
     # --- shared plumbing ---------------------------------------------------------------------------------------
@@ -382,20 +497,41 @@ def gather_positions(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
 
 
-def next_tokens(
-    logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """(B, V) logits of the next position -> (B,) token ids: argmax, or a sample from the top-p nucleus."""
-    if not do_sample:
-        return logits.argmax(-1)
-    if temperature <= 0 or not 0 < top_p <= 1:
-        raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    outside = sorted_probs.cumsum(-1) - sorted_probs >= top_p  # keep the smallest prefix reaching top_p
-    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-    picked = torch.multinomial(sorted_probs.cpu(), 1, generator=generator).to(logits.device)
-    return order.gather(-1, picked).squeeze(-1)
+@dataclass(frozen=True)
+class GenerationOptions:
+    """How `Backbone.generate` decodes, checked once: greedy, or sampling with `temperature` and nucleus `top_p`;
+    at most `max_new_tokens` per row; each row cut at its first `stop` string; `seed` fixes the sampling stream."""
+
+    max_new_tokens: int = 32
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)  # one string is one stop, not chars
+        object.__setattr__(self, "stop", stop)
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
+
+    def sampler(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """(B, V) logits of the next position -> (B,) token ids: argmax, or a seeded sample from the top-p nucleus."""
+        if not self.do_sample:
+            return lambda logits: logits.argmax(-1)
+        generator = torch.Generator().manual_seed(self.seed) if self.seed is not None else None
+
+        def sample(logits: torch.Tensor) -> torch.Tensor:
+            probs = torch.softmax(logits.float() / self.temperature, dim=-1)
+            sorted_probs, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs >= self.top_p  # keep the smallest prefix reaching top_p
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            picked = torch.multinomial(sorted_probs.cpu(), 1, generator=generator).to(logits.device)
+            return order.gather(-1, picked).squeeze(-1)
+
+        return sample
 
 
 @dataclass

@@ -17,9 +17,9 @@ from softprompt.models.backbone import (
     Backbone,
     Decoded,
     EncodedBatch,
+    GenerationOptions,
     Inserted,
     _LayerPlan,
-    next_tokens,
     pad_2d,
 )
 from softprompt.models.inputs import PromptInputs
@@ -38,6 +38,7 @@ class CausalLMBackbone(Backbone):
     kind = "causal"
     prompt_offset = 0
     can_start_at_layer = True
+    prefix_in_cache = True
 
     def _find_layers(self) -> nn.ModuleList:
         return find_layer_stack(self.model)
@@ -56,12 +57,25 @@ class CausalLMBackbone(Backbone):
         score_index, score_mask = pad_2d(positions, 0)
         return EncodedBatch(input_ids, attention_mask, score_index, score_mask.bool(), num_truncated=truncated)
 
+    def _insert_prefix(self, inserted: Inserted, prompt: PromptInputs) -> None:
+        """The key/value prefix as a pre-filled cache (the model's own past_key_values): the attention mask gains
+        the row's used slots in front, and the sequence's positions continue after them."""
+        from transformers import DynamicCache
+
+        self._check_prefix(prompt)
+        used, inserted.positions = self._prefix_slots(inserted, prompt)
+        cache = DynamicCache(config=self.config)
+        for layer in range(self.num_layers):
+            cache.update(prompt.prefix_keys[layer], prompt.prefix_values[layer], layer)
+        inserted.mask = torch.cat([used.to(inserted.mask.dtype), inserted.mask], dim=1)
+        inserted.cache = cache
+
     def _run(self, x: Inserted, batch: EncodedBatch | None) -> torch.Tensor:
         out = self.model.base_model(
             inputs_embeds=x.embeds,
             attention_mask=x.mask,
             position_ids=x.positions,
-            past_key_values=x.cache,
+            cache=x.cache,
             use_cache=x.cache is not None,
         )
         return out.last_hidden_state
@@ -93,23 +107,18 @@ class CausalLMBackbone(Backbone):
         return PromptInputs(prefix_keys=keys, prefix_values=values)
 
     @torch.no_grad()
-    def generate(
-        self,
-        texts: Sequence[str],
-        prompt: PromptInputs | None = None,
-        max_new_tokens: int = 32,
-        *,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
-    ) -> list[str]:
+    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
         from transformers import DynamicCache
 
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+        max_new_tokens = options.max_new_tokens
         rows = [self._truncate(self._token_ids(t), reserve=max_new_tokens)[0] for t in texts]
+        window = getattr(self.config, "sliding_window", None)
+        if prompt is not None and prompt.prefix_keys is not None and len(rows) > 1 and window:
+            if prompt.prefix_len + prompt.prompt_len + max(map(len, rows)) + max_new_tokens > window:
+                # Left padding puts a row's pad slots between its cached prefix and its text; a sliding window
+                # counts them, so that row would lose its prefix sooner than alone: decode the rows one by one.
+                one = prompt.expand(len(rows))
+                return [self._generate([t], one.row(i), options)[0] for i, t in enumerate(texts)]
         ids, mask = pad_2d(rows, self.tokenizer.pad_token_id)
         zeros = torch.zeros(len(rows), 1, dtype=torch.long)
         x = self.insert(EncodedBatch(ids, mask, zeros, zeros.bool()), prompt)
@@ -133,16 +142,16 @@ class CausalLMBackbone(Backbone):
 
         def forward(inputs: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
             out = self.model.base_model(
-                inputs_embeds=inputs, attention_mask=attention, position_ids=pos, past_key_values=cache, use_cache=True
+                inputs_embeds=inputs, attention_mask=attention, position_ids=pos, cache=cache, use_cache=True
             )
             return out.last_hidden_state[:, -1]
 
         hidden = self._with_plan(plan, forward, embeds, positions)  # the prompt acts on this prefill only
         next_pos = positions[:, -1:] + 1
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        decoded = Decoded(self.tokenizer, len(rows), stop)
+        choose = options.sampler()
+        decoded = Decoded(self.tokenizer, len(rows), options.stop)
         for step in range(max_new_tokens):
-            token = next_tokens(self.logits(hidden).float(), do_sample, temperature, top_p, generator)
+            token = choose(self.logits(hidden).float())
             if decoded.add(token) or step == max_new_tokens - 1:
                 break
             attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)

@@ -16,10 +16,12 @@ Padding rows with zeros is exact: a zero addition changes nothing and padded pos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 
 import torch
+
+TensorMap = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -84,7 +86,7 @@ class PromptInputs:
         return torch.full((self.num_rows,), self.prefix_len, dtype=torch.long)
 
     # --- rows -----------------------------------------------------------------------------------------------------
-    def _map(self, row_fn, layer_fn) -> PromptInputs:  # noqa: ANN001 - two small tensor -> tensor functions
+    def _map(self, row_fn: TensorMap, layer_fn: TensorMap) -> PromptInputs:
         out = {}
         for f in fields(self):
             t = getattr(self, f.name)
@@ -97,6 +99,19 @@ class PromptInputs:
         """The rows `index` (repeats allowed): e.g. one row per example, each with its candidate's prompt."""
         index = index.long()
         return self._map(lambda t: t[index.to(t.device)], lambda t: t[:, index.to(t.device)])
+
+    def row(self, index: int) -> PromptInputs:
+        """Row `index` on its own, without the zero padding a stack gave it (each part at the row's own length)."""
+        one = self.select(torch.tensor([index]))
+        n, m = int(one.row_lengths()[0]), int(one.row_prefix_lengths()[0])
+        has_prompt, has_prefix = one.embeds is not None and n > 0, one.prefix_keys is not None and m > 0
+        return PromptInputs(
+            embeds=one.embeds[:, :n] if has_prompt else None,
+            deep=one.deep[:, :, :n] if has_prompt and one.deep is not None else None,
+            prefix_keys=one.prefix_keys[:, :, :, one.prefix_len - m :] if has_prefix else None,
+            prefix_values=one.prefix_values[:, :, :, one.prefix_len - m :] if has_prefix else None,
+            text_delta=one.text_delta,
+        )
 
     def expand(self, rows: int) -> PromptInputs:
         """Broadcast a one-row prompt to `rows` rows (a view, no copy); a prompt with `rows` rows is returned as is."""

@@ -5,6 +5,9 @@ Layout of one row: [<s>/CLS] [prompt (n)] [text tokens] [<mask> x m] [</s>/SEP] 
 continuation tokens (at least 1). Putting the prompt after <s> rather than before it (as BBT does) keeps the
 sentence-start token where pre-training always saw it.
 
+A key/value prefix goes into each block's self-attention (the wrapper in backbone.py) at the same place, after
+<s>: <s> keeps position 0 and the text's positions move by the row's prefix length.
+
 Multi-token label words are scored PET-style: all m masks are predicted in one pass, each independently of the
 others (no teacher forcing — a masked LM cannot condition one mask on the next's answer). The label's score is then
 the sum of the per-mask log-probabilities, an approximation of the word's true probability.
@@ -17,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from softprompt.models.backbone import Backbone, EncodedBatch, Inserted, pad_2d
+from softprompt.models.backbone import Backbone, EncodedBatch, GenerationOptions, Inserted, pad_2d
 from softprompt.models.inputs import PromptInputs
 
 
@@ -49,12 +52,21 @@ class MaskedLMBackbone(Backbone):
         score_index, score_mask = pad_2d(positions, 0)
         return EncodedBatch(input_ids, attention_mask, score_index, score_mask.bool(), num_truncated=truncated)
 
-    def _insert_prefix(self, inserted: Inserted, prompt: PromptInputs) -> None:
-        raise NotImplementedError(f"{self.name}: key/value prefixes are implemented for decoder-only models only")
-
     def _run(self, x: Inserted, batch: EncodedBatch) -> torch.Tensor:
-        # Right padding keeps the position ids the model derives for inputs_embeds (0..T-1 + offset) exact.
-        return self.model.base_model(inputs_embeds=x.embeds, attention_mask=x.mask).last_hidden_state
+        # Right padding keeps the position ids the model derives for inputs_embeds (0..T-1 + offset) exact; a
+        # key/value prefix (after <s>, like an input-layer prompt) moves the text's positions by its length.
+        positions = None if x.positions is None else x.positions + self._first_position
+        return self.model.base_model(
+            inputs_embeds=x.embeds, attention_mask=x.mask, position_ids=positions
+        ).last_hidden_state
+
+    @property
+    def _first_position(self) -> int:
+        """The position id of the first token: RoBERTa-style embeddings count from padding_idx + 1, BERT from 0."""
+        embeddings = self.model.base_model.embeddings
+        if hasattr(embeddings, "create_position_ids_from_inputs_embeds"):
+            return embeddings.padding_idx + 1
+        return 0
 
     def _read_out(self, hidden: torch.Tensor, batch: EncodedBatch, x: Inserted) -> torch.Tensor:
         """The MLM head's transform output at the masks: what its decoder matrix (the output embedding) multiplies."""
@@ -72,7 +84,7 @@ class MaskedLMBackbone(Backbone):
             return cls.predictions.transform(hidden)
         raise NotImplementedError(f"unknown masked-LM head on {type(self.model).__name__}")
 
-    def generate(self, texts: Sequence[str], prompt: object = None, max_new_tokens: int = 32, **_: object) -> list[str]:
+    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
         raise NotImplementedError(
             f"{self.name} is a masked LM: it fills <mask> slots but cannot generate free text; "
             "use a causal or seq2seq backbone for generation tasks"

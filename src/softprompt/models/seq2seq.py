@@ -3,7 +3,10 @@
 Encoder row: [prompt (n)] [text tokens (T5's tokenizer appends </s>)] [padding].
 Decoder row: [decoder start] [continuation tokens except the last] [padding] — the answer is read on the decoder
 side: position j predicts continuation token j, so the first decoder step predicts the label word.
-Deep prompts go into the encoder blocks only; the decoder sees the prompt through cross-attention.
+Deep prompts and key/value prefixes go into the encoder blocks only (the prefix into each block's self-attention,
+where T5's relative position bias sees its slots as the positions before the text; BART-style learned positions
+are computed inside the encoder, so there the slots have no position and the text keeps its own); the decoder sees
+the prompt through cross-attention.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ from softprompt.models.backbone import (
     Backbone,
     Decoded,
     EncodedBatch,
+    GenerationOptions,
     Inserted,
-    _LayerPlan,
     gather_positions,
-    next_tokens,
     pad_2d,
 )
 from softprompt.models.inputs import PromptInputs
@@ -59,9 +61,6 @@ class Seq2SeqBackbone(Backbone):
         score_index, score_mask = pad_2d(positions, 0)
         extras = {"decoder_input_ids": decoder_input_ids, "decoder_attention_mask": decoder_attention_mask}
         return EncodedBatch(input_ids, attention_mask, score_index, score_mask.bool(), extras, truncated)
-
-    def _insert_prefix(self, inserted: Inserted, prompt: PromptInputs) -> None:
-        raise NotImplementedError(f"{self.name}: key/value prefixes are implemented for decoder-only models only")
 
     def _run(self, x: Inserted, batch: EncodedBatch) -> torch.Tensor:
         encoded = self.model.get_encoder()(inputs_embeds=x.embeds, attention_mask=x.mask).last_hidden_state
@@ -110,43 +109,30 @@ class Seq2SeqBackbone(Backbone):
         return self._output_scale
 
     @torch.no_grad()
-    def generate(
-        self,
-        texts: Sequence[str],
-        prompt: PromptInputs | None = None,
-        max_new_tokens: int = 32,
-        *,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        stop: Sequence[str] = (),
-        seed: int | None = None,
-    ) -> list[str]:
+    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
         """Batched decoding: the encoder runs once with the prompt in front of each text, the decoder steps with a
         key/value cache."""
         from transformers import DynamicCache, EncoderDecoderCache
 
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
         batch = self.encode(texts)
         x = self.insert(batch, prompt)
-        plan = _LayerPlan(x.deep, self.prompt_offset) if x.deep is not None else None
+        plan = self._plan(x) if x.deep is not None or x.prefix is not None else None
         encoder = self.model.get_encoder()
         encoded = self._with_plan(plan, lambda: encoder(inputs_embeds=x.embeds, attention_mask=x.mask))
         cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         rows = len(texts)
         token = torch.full((rows,), self.decoder_start_token_id, dtype=torch.long, device=self.device)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        decoded = Decoded(self.tokenizer, rows, stop)
-        for _ in range(max_new_tokens):
+        choose = options.sampler()
+        decoded = Decoded(self.tokenizer, rows, options.stop)
+        for _ in range(options.max_new_tokens):
             hidden = self.model.get_decoder()(
                 input_ids=token[:, None],
                 encoder_hidden_states=encoded.last_hidden_state,
                 encoder_attention_mask=x.mask,
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
             ).last_hidden_state[:, -1]
-            token = next_tokens(self.logits(hidden).float(), do_sample, temperature, top_p, generator)
+            token = choose(self.logits(hidden).float())
             if decoded.add(token):
                 break
         return decoded.texts()

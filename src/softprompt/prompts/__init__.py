@@ -8,6 +8,7 @@ from softprompt.prompts.base import PromptConfig, SoftPrompt
 from softprompt.prompts.bbt import BBT, BBTConfig, BBTv2, BBTv2Config
 from softprompt.prompts.dept import DePT, DePTConfig
 from softprompt.prompts.dpt import DPT, DPTConfig
+from softprompt.prompts.prefix import PrefixConfig, PrefixTuning
 from softprompt.prompts.prompt_tuning import PromptTuning, PromptTuningConfig
 from softprompt.prompts.residual import ResidualConfig, ResidualPrompt
 from softprompt.prompts.ulpt import ULPT, ULPTConfig
@@ -21,6 +22,7 @@ REGISTRY: dict[str, tuple[type[PromptConfig], type[SoftPrompt]]] = {
     "dpt": (DPTConfig, DPT),
     "dept": (DePTConfig, DePT),
     "residual": (ResidualConfig, ResidualPrompt),
+    "prefix": (PrefixConfig, PrefixTuning),
 }
 
 
@@ -48,6 +50,8 @@ __all__ = [
     "DePTConfig",
     "DPT",
     "DPTConfig",
+    "PrefixConfig",
+    "PrefixTuning",
     "PromptConfig",
     "SoftPrompt",
     "PromptTuning",

@@ -31,7 +31,7 @@ from torch import nn
 from softprompt.models.inputs import PromptInputs
 
 if TYPE_CHECKING:
-    from softprompt.models.shapes import ModelShape
+    from softprompt.models.dims import ModelDims
     from softprompt.tasks.base import Example
 
 
@@ -77,14 +77,14 @@ class PromptConfig:
         chosen = {f.name for f in fields(self) if f.metadata.get("cli", True)}
         return {k: v for k, v in self.to_dict().items() if k == "method" or k in chosen}
 
-    def for_model(self, shape: ModelShape) -> PromptConfig:
+    def for_model(self, shape: ModelDims) -> PromptConfig:
         """A copy with the fields a method takes from the model filled in (default: `num_layers`, if it has one)."""
         config = copy.deepcopy(self)
         if "num_layers" in {f.name for f in fields(config)}:
             config.num_layers = shape.num_layers  # type: ignore[attr-defined]
         return config
 
-    def count_parameters(self, shape: ModelShape) -> int:
+    def count_parameters(self, shape: ModelDims) -> int:
         """Trainable parameters on a model of this shape, from its config alone (builds the module, no weights).
         A method whose count needs more than the module (e.g. per-layer key/value widths) overrides this."""
         from softprompt.prompts import build_prompt
@@ -129,7 +129,7 @@ class SoftPrompt(nn.Module):
 
     def fold(self) -> SoftPrompt:
         """The prompt an artifact stores: the same `materialize()` with training-only structure removed (residual
-        prompt tuning's MLP). Default: the prompt itself."""
+        prompt tuning's MLP, prefix tuning's reparametrisation MLP). Default: the prompt itself."""
         return self
 
     def beyond_input_embeds(self) -> str | None:

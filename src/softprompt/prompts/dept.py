@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from softprompt.models.dims import ModelDims
 from softprompt.models.inputs import PromptInputs
-from softprompt.models.shapes import ModelShape
 from softprompt.prompts.base import ModelAccess, PromptConfig, SoftPrompt
 
 
@@ -48,9 +48,11 @@ class DePTConfig(PromptConfig):
         if self.vocab_pool <= 0:
             raise ValueError(f"vocab_pool must be positive, got {self.vocab_pool}")
 
-    def for_model(self, shape: ModelShape) -> DePTConfig:
+    def for_model(self, shape: ModelDims) -> DePTConfig:
         config = super().for_model(shape)
         if config.text_len is None:
+            if shape.max_length is None:
+                raise ValueError("DePT's text length s is the model's max length, unknown here: set text_len")
             config.text_len = shape.max_length
         return config
 

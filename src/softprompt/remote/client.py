@@ -26,7 +26,7 @@ import httpx
 import torch
 
 from softprompt.models.inputs import PromptInputs
-from softprompt.remote.wire import MEDIA_TYPE, batch_tensors_from_json, decode, encode
+from softprompt.remote.wire import EXTRA_PREFIX, MEDIA_TYPE, batch_tensors_from_json, decode, encode
 from softprompt.tasks.base import Example, Task
 
 
@@ -60,9 +60,11 @@ class RemoteEvaluator:
         max_wait: float = 120.0,
         cache_size: int = 16,
         http_client: httpx.Client | None = None,
+        api_key: str | None = None,
     ) -> None:
         """`retries`: attempts per request; `backoff`: first delay, doubled per attempt up to `max_backoff`, with
-        jitter; `max_wait`: cap on the total time spent sleeping between attempts of one request."""
+        jitter; `max_wait`: cap on the total time spent sleeping between attempts of one request; `api_key`: sent
+        as `Authorization: Bearer` to an endpoint started with --api-key-env."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"endpoint URL must look like http://127.0.0.1:8765, got {url!r}")
@@ -74,6 +76,7 @@ class RemoteEvaluator:
         self.task = task
         self.retries, self.backoff, self.max_backoff, self.max_wait = retries, backoff, max_backoff, max_wait
         self._http = http_client or httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+        self._auth = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._cache: OrderedDict[tuple[str, ...], _Encoded] = OrderedDict()
         self._cache_size = cache_size
         self._info: dict[str, Any] | None = None
@@ -130,7 +133,7 @@ class RemoteEvaluator:
             token_ids = torch.tensor(sorted({t for ids in label_tokens for t in ids}))
         meta = {"output": "logits" if single else "logprobs"}
         parts = []
-        for group in self._request_groups(prompts, deep, rows=len(enc.tensors["input_ids"])):
+        for group in self._request_groups(prompts, deep, enc.tensors, len(token_ids)):
             tensors = {**enc.tensors, "token_ids": token_ids, "prompts": prompts[group].detach().float()}
             if deep is not None:
                 tensors["deep"] = deep[:, group].detach().float()
@@ -145,14 +148,26 @@ class RemoteEvaluator:
     def generate(self, examples: Sequence[Example], prompt: PromptInputs, **options: object) -> list[str]:
         raise NotImplementedError("the remote endpoint scores label words; it does not generate text")
 
-    def _request_groups(self, prompts: torch.Tensor, deep: torch.Tensor | None, rows: int) -> list[slice]:
-        """Candidates per request, so each stays within the endpoint's published body-size and row limits
-        (a BBTv2 population for a 30-layer model is ~70 MB of deep prompts: more than one request may take)."""
+    def _request_groups(
+        self, prompts: torch.Tensor, deep: torch.Tensor | None, batch: dict[str, torch.Tensor], columns: int
+    ) -> list[slice]:
+        """Candidates per request, so each stays within the endpoint's published limits on body size, rows, token
+        positions and returned scores (a BBTv2 population for a 30-layer model is ~70 MB of deep prompts: more than
+        one request may take)."""
         limits = self.info.get("limits", {})
+        rows = len(batch["input_ids"])
+        positions = prompts.shape[1] + sum(
+            t.shape[1] for k, t in batch.items() if k == "input_ids" or k.startswith(EXTRA_PREFIX)
+        )
         per_candidate = 4 * prompts[0].numel() * (1 + (deep.shape[0] if deep is not None else 0))
         room = limits.get("max_request_bytes", 64 * 2**20) - 4 * rows * 1024 - 2**16  # ids, masks and header
-        fit = max(1, min(room // per_candidate, limits.get("max_rows", 8192) // max(1, rows)))
-        return [slice(start, start + fit) for start in range(0, prompts.shape[0], fit)]
+        fit = min(
+            room // per_candidate,
+            limits.get("max_rows", 8192) // rows,
+            limits.get("max_work_tokens", 2**62) // (rows * positions),
+            limits.get("max_output_values", 2**62) // (rows * batch["score_index"].shape[1] * columns),
+        )
+        return [slice(start, start + max(1, fit)) for start in range(0, prompts.shape[0], max(1, fit))]
 
     # --- what the endpoint knows -------------------------------------------------------------------------------
     @property
@@ -221,8 +236,7 @@ class RemoteEvaluator:
         return tensors["scores"]
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        if "content" in kwargs:
-            kwargs["headers"] = {"content-type": MEDIA_TYPE}
+        kwargs["headers"] = {**self._auth, **({"content-type": MEDIA_TYPE} if "content" in kwargs else {})}
         waited, last = 0.0, ""
         for attempt in range(1, self.retries + 1):
             try:

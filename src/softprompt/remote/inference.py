@@ -14,6 +14,8 @@ from softprompt.models import statistics
 from softprompt.models.backbone import Backbone, EncodedBatch
 from softprompt.models.inputs import PromptInputs
 
+LOGPROB_VALUES = 2**24  # full-vocabulary log-probabilities held at once (64 MB of float32): bounds a chunk's rows
+
 
 def wire_prompts(prompts: torch.Tensor, deep: torch.Tensor | None = None) -> PromptInputs:
     """The wire's (P, n, D) candidate prompts and (L, P, n, D) deep prompts as one `PromptInputs` of P rows."""
@@ -34,6 +36,8 @@ def candidate_scores(
     (or, with `logprobs`, their log-probabilities under the full vocabulary, for multi-token label words)."""
     candidates = wire_prompts(prompts, deep)
     k, p = len(batch), candidates.num_rows
+    if logprobs:  # every scored position of every row holds a whole vocabulary's log-probabilities
+        chunk_rows = max(1, min(chunk_rows, LOGPROB_VALUES // (batch.score_index.shape[1] * backbone.vocab_size)))
     out = []
     for start in range(0, p * k, chunk_rows):
         rows = torch.arange(start, min(start + chunk_rows, p * k))

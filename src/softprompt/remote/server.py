@@ -8,19 +8,32 @@
     POST /v1/hidden_state_stds    binary: batch + prompt (n,D) -> JSON {stds: [L floats]}
 
 Binary bodies are safetensors buffers (`softprompt.remote.wire`) with a JSON object in the metadata. Every input
-is checked against the model before it reaches it, so a wrong request gets a 4xx with a message, not a 500.
+is checked against the model before it reaches it, so a wrong request gets a 4xx with a message, not a 500:
+every dimension of a request is bounded, and so is its total work — token positions through the model
+(rows × (prompt + text positions)), values returned (rows × scored positions × token ids), hidden-state values a
+statistics request keeps — so no request can hold the model for long or allocate without bound (`Limits`).
+
+Before a request reaches a route, `Guard` (plain ASGI, below FastAPI) checks the Host header against the allowed
+names (a web page on another origin cannot reach the endpoint through DNS rebinding), the API key if one is set,
+and the content type (binary routes take application/octet-stream, JSON routes application/json, which a page on
+another origin cannot send without a CORS preflight the endpoint never grants); it then reads the body itself, with
+or without Content-Length, up to the size cap and within a deadline, so slow or oversized bodies are cut off early.
+
+No global lock: a forward pass carries its own layer plan (a ContextVar, models/backbone.py) and the tokenizer has
+its own lock, so requests run side by side, at most `Limits.concurrency` at a time (which bounds memory).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+import asyncio
+import hmac
+import json
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 import torch
 from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -44,13 +57,31 @@ MASK = (*INT, torch.bool)
 FLOAT = (torch.float32,)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+BINARY_ROUTES = ("/v1/scores", "/v1/hidden_state_stds")
+JSON_ROUTES = ("/v1/tokenize",)
+OPEN_ROUTES = ("/healthz",)  # answered without the API key (liveness probes)
+
+
 @dataclass(frozen=True)
 class Limits:
     max_request_bytes: int = 64 * 2**20
     max_rows: int = 8192  # P·K rows per scoring request (and texts per tokenize request)
     max_token_ids: int = 256  # logits per position: a verbalizer, not a way to read out the LM head
     max_prompt_len: int = 512
+    max_score_positions: int = 32  # S: scored positions per row (the longest label word's tokens)
+    max_text_chars: int = 100_000  # per text to tokenise (the model reads at most max_length tokens anyway)
+    max_work_tokens: int = 2**20  # P·K·(n + positions): token positions one request sends through the model
+    max_output_values: int = 2**24  # P·K·S·C scores one request returns (64 MB of float32)
+    max_stats_values: int = 2**27  # K·(n + positions)·D·L hidden-state values one statistics request keeps
     chunk_rows: int = 64  # rows per forward pass
+    concurrency: int = 4  # requests doing model work at the same time (each holds at most one chunk's activations)
+    body_timeout_s: float = 60.0  # the whole body must arrive within this many seconds
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
 
 
 class TokenizeRequest(BaseModel):
@@ -79,33 +110,142 @@ def _in_range(t: torch.Tensor, name: str, high: int) -> None:
         raise _bad(f"{name} values must lie in [0, {high}), got [{int(t.min())}, {int(t.max())}]")
 
 
-def create_app(backbone: Backbone, limits: Limits | None = None) -> FastAPI:
+def _within(value: int, limit: int, what: str) -> None:
+    if value > limit:
+        raise _bad(f"{what} = {value:,}; this endpoint allows at most {limit:,}")
+
+
+# --- below the routes: host, key, content type, bounded and timely body ---------------------------------------------
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Guard:
+    """ASGI middleware that answers bad requests itself (JSON `{"detail": ...}`, 4xx) before the app sees them."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limits: Limits, allowed_hosts: Iterable[str],
+                 api_key: str | None) -> None:  # fmt: skip
+        self.app, self.limits, self.api_key = app, limits, api_key
+        self.allowed_hosts = {h.lower().strip("[]") for h in allowed_hosts}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        refusal = self.refusal(scope, headers)
+        if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
+            body, refusal = await self.read_body(headers, receive)
+            if refusal is None:
+                receive = _replay(body, receive)
+        if refusal is not None:
+            status, detail = refusal
+            return await _json_response(send, status, detail, close=status in (408, 413))
+        return await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
+        host = _hostname(headers.get("host", ""))
+        if "*" not in self.allowed_hosts and host not in self.allowed_hosts:
+            return 400, (f"Host header {headers.get('host', '')!r} is not allowed here; start serve-lm with "
+                         f"--allowed-host {host or 'NAME'} to accept it")  # fmt: skip
+        path = scope["path"]
+        if self.api_key is not None and path not in OPEN_ROUTES:
+            scheme, _, given = headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.api_key.encode()):
+                return 401, "missing or wrong API key: send the header 'Authorization: Bearer KEY'"
+        if scope["method"] == "POST":
+            media = headers.get("content-type", "").split(";")[0].strip().lower()
+            want = MEDIA_TYPE if path in BINARY_ROUTES else "application/json" if path in JSON_ROUTES else None
+            if (want is not None and media != want) or (want is None and media not in ("", "application/json")):
+                return 415, f"content type {media or '(none)'!r} is not accepted here; send {want or 'no body'}"
+        return None
+
+    async def read_body(self, headers: dict[str, str], receive: Receive) -> tuple[bytes, tuple[int, str] | None]:
+        cap = self.limits.max_request_bytes
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            return b"", (413, f"request body of {declared} bytes exceeds the limit of {cap} bytes")
+        body = bytearray()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.body_timeout_s
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                return b"", (408, f"the request body did not arrive within {self.limits.body_timeout_s:g} s")
+            if message["type"] == "http.disconnect":
+                break
+            body += message.get("body", b"")
+            if len(body) > cap:  # counted as it arrives: a chunked body without Content-Length too
+                return b"", (413, f"request body exceeds the limit of {cap} bytes")
+            if not message.get("more_body", False):
+                break
+        return bytes(body), None
+
+
+def _hostname(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):  # [::1]:8765
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as the server would report it
+
+    return replay
+
+
+async def _json_response(send: Send, status: int, detail: str, close: bool) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    if close:
+        headers.append((b"connection", b"close"))  # the rest of the body is not read: do not reuse the connection
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(
+    backbone: Backbone,
+    limits: Limits | None = None,
+    *,
+    allowed_hosts: Iterable[str] = LOOPBACK_HOSTS,
+    api_key: str | None = None,
+) -> Guard:
+    """The endpoint as an ASGI app. `allowed_hosts`: names the Host header may carry ("*": any); `api_key`: if set,
+    every route but /healthz needs `Authorization: Bearer <api_key>`."""
     limits = limits or Limits()
+    if api_key is not None and not api_key:
+        raise ValueError("the API key is empty")
     d, layers, vocab = backbone.hidden_size, backbone.num_layers, backbone.vocab_size
     extras = sorted(backbone.encode(["probe"]).extras)  # architecture-specific batch inputs the client must send
-    # Deep prompts and statistics register hooks on the one shared model, and fast tokenizers reject concurrent
-    # use: all model work runs one request at a time.
-    lock = threading.Lock()
     app = FastAPI(title="softprompt LM endpoint", version=__version__)
+    slots = asyncio.Semaphore(limits.concurrency)
 
-    async def locked(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def in_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Model work in a worker thread (no lock: see the module docstring), `concurrency` requests at a time."""
+
         def call() -> T:
-            with lock:
-                try:
-                    return fn(*args, **kwargs)
-                except (ValueError, IndexError) as err:  # the model refused this input: the client's to fix
-                    raise _bad(f"the model rejected the input: {err}") from err
+            try:
+                return fn(*args, **kwargs)
+            except (ValueError, IndexError) as err:  # the model refused this input: the client's to fix
+                raise _bad(f"the model rejected the input: {err}") from err
 
-        return await run_in_threadpool(call)
+        async with slots:
+            return await run_in_threadpool(call)
 
     async def read_payload(request: Request) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        body = bytearray()
-        async for part in request.stream():  # counted as it arrives: a missing Content-Length is no way around
-            body += part
-            if len(body) > limits.max_request_bytes:
-                raise _bad(f"request body exceeds {limits.max_request_bytes} bytes", 413)
         try:
-            return decode(bytes(body))
+            return decode(await request.body())  # read and bounded by `Guard` already
         except WireError as err:
             raise _bad(str(err), 400) from err
 
@@ -123,9 +263,11 @@ def create_app(backbone: Backbone, limits: Limits | None = None) -> FastAPI:
         mask = _tensor(tensors, "attention_mask", 2, MASK)
         if mask.shape != ids.shape:
             raise _bad(f"attention_mask has shape {list(mask.shape)}, input_ids {list(ids.shape)}")
+        _within(k, limits.max_rows, "examples (input_ids rows)")
         score_index = _tensor(tensors, "score_index", 2, INT)
         if score_index.shape[0] != k or score_index.shape[1] == 0:
             raise _bad(f"score_index has shape {list(score_index.shape)}; expected ({k}, S >= 1)")
+        _within(score_index.shape[1], limits.max_score_positions, "scored positions per row (S)")
         if "score_mask" in tensors and _tensor(tensors, "score_mask", 2, MASK).shape != score_index.shape:
             raise _bad(f"score_mask must have the shape of score_index {list(score_index.shape)}")
         for name in extras:
@@ -148,13 +290,9 @@ def create_app(backbone: Backbone, limits: Limits | None = None) -> FastAPI:
         if not torch.isfinite(prompts).all():
             raise _bad(f"{name} contains NaN or infinite values")
 
-    @app.middleware("http")
-    async def reject_oversize(request: Request, call_next: Callable) -> Response:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limits.max_request_bytes:
-            detail = f"request body of {length} bytes exceeds the limit of {limits.max_request_bytes} bytes"
-            return JSONResponse({"detail": detail}, status_code=413)
-        return await call_next(request)
+    def positions(batch: EncodedBatch, n: int) -> int:
+        """Token positions one row sends through the model: the prompt, the text, and a decoder side if any."""
+        return n + batch.input_ids.shape[1] + sum(t.shape[1] for t in batch.extras.values())
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -176,10 +314,17 @@ def create_app(backbone: Backbone, limits: Limits | None = None) -> FastAPI:
     async def tokenize(req: TokenizeRequest) -> dict[str, Any]:
         if len(req.texts) > limits.max_rows or len(req.words) > limits.max_token_ids:
             raise _bad(f"at most {limits.max_rows} texts and {limits.max_token_ids} words per request")
+        _within(max(map(len, [*req.texts, *req.words]), default=0), limits.max_text_chars, "characters in one text")
+        for i, text in enumerate([*req.texts, *req.words]):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:  # JSON can carry lone surrogates, which no tokenizer takes
+                raise _bad(f"text {i} is not valid Unicode: {err.reason} at position {err.start}") from None
         if req.continuations is not None:
             if len(req.continuations) != len(req.texts):
                 raise _bad(f"{len(req.continuations)} continuations for {len(req.texts)} texts")
             for cont in req.continuations:
+                _within(len(cont), limits.max_score_positions, "continuation tokens (scored positions)")
                 _in_range(torch.tensor(cont, dtype=torch.long), "continuation token ids", vocab)
 
         def run() -> dict[str, Any]:
@@ -189,7 +334,7 @@ def create_app(backbone: Backbone, limits: Limits | None = None) -> FastAPI:
                 out |= {"batch": batch_to_json(batch), "num_truncated": batch.num_truncated}
             return out
 
-        return await locked(run)
+        return await in_worker(run)
 
     @app.post("/v1/scores")
     async def scores(request: Request) -> Response:
@@ -213,7 +358,10 @@ def create_app(backbone: Backbone, limits: Limits | None = None) -> FastAPI:
             if tuple(deep.shape) != (layers, *prompts.shape):
                 raise _bad(f"deep has shape {list(deep.shape)}, expected {[layers, *prompts.shape]} (layers, P, n, D)")
             check_prompts(deep, "deep")
-        result = await locked(
+        rows = p * len(batch)
+        _within(rows * positions(batch, prompts.shape[1]), limits.max_work_tokens, "token positions (rows x (n+text))")
+        _within(rows * batch.score_index.shape[1] * len(token_ids), limits.max_output_values, "scores (rows x S x C)")
+        result = await in_worker(
             inference.candidate_scores,
             backbone,
             batch,
@@ -228,7 +376,7 @@ def create_app(backbone: Backbone, limits: Limits | None = None) -> FastAPI:
 
     @app.post("/v1/embedding_std")
     async def embedding_std() -> dict[str, float]:
-        return {"std": await locked(inference.embedding_std, backbone)}
+        return {"std": await in_worker(inference.embedding_std, backbone)}
 
     @app.post("/v1/hidden_state_stds")
     async def hidden_state_stds(request: Request) -> dict[str, list[float]]:
@@ -241,7 +389,10 @@ def create_app(backbone: Backbone, limits: Limits | None = None) -> FastAPI:
             raise _bad("prompt must be a (n, D) or (1, n, D) tensor")
         _tensor(tensors, "prompt", prompt.dim(), FLOAT)
         check_prompts(prompt, "prompt")
-        stds = await locked(inference.hidden_state_stds, backbone, batch, prompt, limits.chunk_rows)
+        work = len(batch) * positions(batch, prompt.shape[-2])
+        _within(work, limits.max_work_tokens, "token positions (rows x (n + text))")
+        _within(work * d * layers, limits.max_stats_values, "hidden-state values (positions x D x layers)")
+        stds = await in_worker(inference.hidden_state_stds, backbone, batch, prompt, limits.chunk_rows)
         return {"stds": stds}
 
-    return app
+    return Guard(app, limits, allowed_hosts, api_key)

@@ -49,12 +49,6 @@ def decode(body: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, meta
 
 
-def batch_to_tensors(batch: EncodedBatch) -> dict[str, torch.Tensor]:
-    out = {name: getattr(batch, name) for name in BATCH_FIELDS}
-    out.update({EXTRA_PREFIX + k: v for k, v in batch.extras.items()})
-    return out
-
-
 def batch_from_tensors(tensors: dict[str, torch.Tensor]) -> EncodedBatch:
     ids = tensors["input_ids"].long()
     score_index = tensors["score_index"].long()

@@ -8,7 +8,7 @@ answer text. Everything model-specific (tokenising, where the answer position is
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +19,10 @@ SPLITS = ("train", "validation", "test")
 
 class DataError(ValueError):
     """A data file is missing, malformed, or disagrees with the task definition. The message names file and line."""
+
+
+class DataWarning(UserWarning):
+    """Something in a data file was odd but handled (a fallback encoding); the CLI prints these."""
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,3 @@ class Task:
             metrics=tuple(d.get("metrics", ("accuracy",))),
             split_info=dict(d.get("split_info", {})),
         )
-
-
-def check_labels(examples: Sequence[Example], task: Task) -> None:
-    """Fail early, naming the row, if a label index is outside the task's labels."""
-    for ex in examples:
-        if task.kind == "classification" and (ex.label is None or not 0 <= ex.label < len(task.labels)):
-            raise DataError(f"{ex.source or task.name}: label {ex.label!r} is not one of {list(task.labels)}")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from softprompt.tasks.base import DataError, Example, Task
-from softprompt.tasks.fewshot import split_off
+from softprompt.tasks.fewshot import carve
 from softprompt.tasks.readers import Table, read_csv, read_jsonl, read_lines, read_tsv
 
 DEFAULT_SEED = 0
@@ -189,16 +189,6 @@ def own_splits(make: Callable[[str], Pool], validation: str = "validation") -> S
     """The source already has labelled train/validation/test splits."""
     pools = {"train": make("train"), "validation": make(validation), "test": make("test")}
     return Source(pools, {s: s for s in pools})
-
-
-def carve(examples: list[Example], sizes: dict[str, int], seed: int) -> dict[str, list[Example]]:
-    """The held-out parts named in `sizes`, taken in order with `split_off`; the rest of the pool is "train"."""
-    parts: dict[str, list[Example]] = {}
-    rest = examples
-    for split, n in sizes.items():
-        rest, parts[split] = split_off(rest, n, seed)
-    parts["train"] = rest
-    return parts
 
 
 def _load(source: Source, split: str, seed: int, sizes: dict[str, int], *root: Path) -> list[Example]:

@@ -1,4 +1,7 @@
-"""Seeded sampling: k-shot sets (k examples per class) and held-out carves. Same input order + seed = same output."""
+"""Seeded sampling: k-shot sets (k examples per class) and held-out carves. Same input order + seed = same output.
+
+`carve` is the one way a split missing from a task's sources is cut from its train pool, for the built-in tasks
+(tasks/builtin.py) and users' files (tasks/custom/) alike."""
 
 from __future__ import annotations
 
@@ -89,3 +92,16 @@ def split_off(examples: Sequence[T], n_or_fraction: int | float, seed: int) -> t
     held = set(random.Random(seed).sample(range(total), n))
     rest = [ex for i, ex in enumerate(examples) if i not in held]
     return rest, [examples[i] for i in sorted(held)]
+
+
+def carve(pool: Sequence[T], sizes: dict[str, int], seed: int) -> dict[str, list[T]]:
+    """The held-out splits named in `sizes` (split -> count), cut from `pool` in that order with `split_off`; what is
+    left is "train". A pool too small to hold a split out and keep at least one train item is a ValueError."""
+    parts: dict[str, list[T]] = {}
+    rest = list(pool)
+    for split, n in sizes.items():
+        if n >= len(rest):
+            raise ValueError(f"{len(pool)} rows are too few to carve a {split} split of {n} and keep some for train")
+        rest, parts[split] = split_off(rest, n, seed)
+    parts["train"] = rest
+    return parts

@@ -1,0 +1,1 @@
+"""Serving many tuned prompts on one frozen model: the prompt registry, tenants, export/import, and the server."""

