@@ -89,6 +89,7 @@ def method_prompts(backbone) -> dict[str, torch.nn.Module]:
         "ulpt": make_prompt_config("ulpt", 5, rank=2),
         "ulpt-projection": make_prompt_config("ulpt", 3, rank=2, tune="projection"),
         "ulpt-no-shift": make_prompt_config("ulpt", 2, rank=2, use_shift=False),
+        "prefix": make_prompt_config("prefix", 2),  # the other helper's method: key/value prefixes in the same batch
     }
     prompts = {}
     g = torch.Generator().manual_seed(0)
@@ -102,7 +103,15 @@ def method_prompts(backbone) -> dict[str, torch.nn.Module]:
     return prompts
 
 
-TEXTS = ["the movie was very good and fun .", "bad", "a film : it is not boring ? yes", "good fun", "it was", "fine"]
+TEXTS = [
+    "the movie was very good and fun .",
+    "bad",
+    "a film : it is not boring ? yes",
+    "good fun",
+    "it was",
+    "fine",
+    "so so .",
+]
 
 
 @pytest.mark.parametrize("arch", ["llama", "t5", "roberta"])
