@@ -42,7 +42,7 @@ class ULPTConfig(PromptConfig):
     use_shift: bool = True
     tune: Tuned = "z"  # "projection": z frozen, A learnable (the paper's Table 3)
     neutral_init: bool = False  # fit the start to the bare template's label distribution before training
-    neutral_steps: int = 10  # steps of that fit (on the training texts; labels unused): the benchmarked setting
+    neutral_steps: int = 30  # steps of that fit (on the training texts; labels unused): the benchmarked setting
 
     def __post_init__(self) -> None:
         super().__post_init__()
