@@ -18,6 +18,7 @@ import yaml
 from synthetic import synthetic_examples
 
 from softprompt.artifact import PromptArtifact
+from softprompt.checkpoint import has_checkpoint
 from softprompt.cli import build_parser
 from softprompt.experiments.grid import load_grid, parse_grid
 from softprompt.experiments.results import group_rows, run_row
@@ -72,8 +73,12 @@ def test_grid_expands_axes_cases_and_seeds_with_stable_names(tmp_path):
 
 def test_each_run_is_the_command_line_its_settings_say():
     grid = parse_grid(
-        {"tasks": ["sst2"], "seeds": [3], "common": {"data_dir": "/data", "steps": 7},
-         "runs": [{"method": "ulpt", "rank": 4, "use_scale": False, "lr": 0.3}]}  # fmt: skip
+        {
+            "tasks": ["sst2"],
+            "seeds": [3],
+            "common": {"data_dir": "/data", "steps": 7},
+            "runs": [{"method": "ulpt", "rank": 4, "use_scale": False, "lr": 0.3}],
+        }  # fmt: skip
     )
     (run,) = grid.runs
     args = build_parser().parse_args(run.argv("/tmp/x"))
@@ -146,7 +151,7 @@ def test_sweep_killed_mid_run_then_restarted_loses_nothing_and_runs_nothing_twic
     first, second = (out / run.name for run in grid.runs)
     proc = start_sweep(grid_file, out)
     deadline = time.time() + 600
-    while not ((first / "result.json").exists() and (second / "checkpoint").exists()):
+    while not ((first / "result.json").exists() and has_checkpoint(second / "checkpoint")):
         assert proc.poll() is None, f"the sweep ended before it could be killed:\n{proc.stdout.read()}"
         assert time.time() < deadline, "the sweep made no progress"
         time.sleep(0.05)

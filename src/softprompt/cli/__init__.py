@@ -16,6 +16,8 @@ COMMANDS = {
     "blackbox": "blackbox",
     "serve-lm": "serve_lm",
     "sweep": "sweep",
+    "plot": "plot",
+    "analyze": "analyze",
 }
 
 

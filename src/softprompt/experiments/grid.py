@@ -36,6 +36,7 @@ COMMANDS = {"gradient": "train", "cmaes": "blackbox"}
 CMAES_ONLY = ("bbt", "bbtv2")
 TOP_KEYS = {"name", "tasks", "task", "models", "model", "seeds", "common", "runs", "resources", "out"}
 BLOCK_KEYS = {"method", "optimizer", "cases", "resources", "label"}
+PATH_KEYS = {"data_dir", "data", "validation", "test", "task_file"}
 NOT_SETTINGS = {"task", "task_file", "method", "model", "seed", "out", "resume", "overwrite", "quiet", "run", "command"}
 
 
@@ -53,6 +54,7 @@ class RunSpec:
     cpus: int = 1
     gpus: float = 0.0
     label: str = ""  # a block's name for its runs in tables and plots (default: method and settings)
+    base: str = ""  # the folder relative paths (task files, data_dir, ...) are taken from: the sweep's cwd
 
     @property
     def command(self) -> str:
@@ -83,7 +85,7 @@ class RunSpec:
     def identity(self) -> dict[str, Any]:
         """What the run computes (resources excluded: they change where it runs, not what it gives)."""
         out = asdict(self)
-        for key in ("cpus", "gpus", "label"):
+        for key in ("cpus", "gpus", "label", "base"):
             out.pop(key)
         return out
 
@@ -95,13 +97,18 @@ class RunSpec:
         return cls(**data)
 
     def argv(self, out_dir: str | Path) -> list[str]:
-        """The `softprompt` command line of this run (without --resume/--overwrite)."""
-        task = ["--task-file", self.task] if _is_task_file(self.task) else ["--task", self.task]
+        """The `softprompt` command line of this run (without --resume/--overwrite); relative paths made absolute."""
+        task = ["--task-file", self._path(self.task)] if _is_task_file(self.task) else ["--task", self.task]
         argv = [self.command, *task, "--method", self.method, "--model", self.model, "--seed", str(self.seed)]
         options = command_options(self.command)
         for key, value in {**self.common, **self.settings}.items():
-            argv += _flag(options[key], value)
+            argv += _flag(options[key], self._path(value) if key in PATH_KEYS else value)
         return [*argv, "--out", str(out_dir), "--quiet"]
+
+    def _path(self, value: Any) -> Any:
+        if not isinstance(value, str) or Path(value).is_absolute() or not self.base:
+            return value
+        return str(Path(self.base) / value)
 
 
 def _is_task_file(task: str) -> bool:
@@ -169,12 +176,11 @@ def _expand(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return out
 
 
-def _absolute(value: Any, base: Path) -> Any:
-    return str((base / value).resolve()) if isinstance(value, str) and not Path(value).is_absolute() else value
-
-
 def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
-    """Expand a grid (the parsed YAML) into runs, checking every setting against its command's options."""
+    """Expand a grid (the parsed YAML) into runs, checking every setting against its command's options.
+
+    Relative paths stay as written in the runs' identity (so a folder name does not depend on where the checkout
+    is) and are taken from `base` (default: the current folder) when a run starts."""
     base = base or Path.cwd()
     if not isinstance(data, dict):
         raise ValueError("a grid file is a mapping with tasks, models, seeds and runs (see `softprompt sweep --help`)")
@@ -191,11 +197,8 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
         raise ValueError("grid: runs must be a list of blocks, each with a method")
     if not all(isinstance(s, int) for s in seeds):
         raise ValueError(f"grid: seeds must be integers, got {seeds}")
-    tasks = [_absolute(t, base) if _is_task_file(str(t)) else str(t) for t in tasks]
+    tasks = [str(t) for t in tasks]
     common = dict(data.get("common") or {})
-    for key in ("data_dir", "data", "validation", "test", "task_file"):
-        if key in common:
-            common[key] = _absolute(common[key], base)
     resources = data.get("resources") or {}
     options = {cmd: command_options(cmd) for cmd in COMMANDS.values()}
     for opts in options.values():
@@ -234,6 +237,7 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
             cpus=int(extra.get("cpus", 1)),
             gpus=float(extra.get("gpus", 0)),
             label=str(block.get("label", "")),
+            base=str(base.resolve()),
         )
         for task in tasks
         for model in models

@@ -44,10 +44,14 @@ class SweepReport:
         return [r for r in self.results if r.get("status") != "done"]
 
 
+def _python_path() -> str:
+    """PYTHONPATH for run processes: this checkout's softprompt first, whatever else is installed."""
+    src = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+
+
 def _subprocess_run(spec: RunSpec, run_dir: Path, threads: int) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    src = str(Path(__file__).resolve().parents[2])  # this checkout's softprompt, whatever is installed
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": _python_path()}
     argv = [sys.executable, "-m", "softprompt.experiments.worker", "--spec", json.dumps(spec.to_dict()),
             "--run-dir", str(run_dir), "--threads", str(threads)]  # fmt: skip
     proc = subprocess.run(argv, env=env, capture_output=True, text=True)
@@ -74,7 +78,9 @@ def _ray(pending: list[RunSpec], out_dir: Path, address: str, threads: int | Non
     from softprompt.experiments.worker import execute
 
     if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, log_to_driver=False)
+        # A local instance's workers import this checkout's softprompt, like the local subprocesses do.
+        env = {"env_vars": {"PYTHONPATH": _python_path()}} if address == "local" else None
+        ray.init(address=None if address == "local" else address, log_to_driver=False, runtime_env=env)
     task = ray.remote(execute)
     refs = [
         task.options(num_cpus=s.cpus, num_gpus=s.gpus).remote(s.to_dict(), str(out_dir / s.name), threads or s.cpus)
@@ -117,7 +123,12 @@ def run_sweep(
     if results:
         write_tables(out_dir, _ordered(grid, results), grid.name)
     started = time.perf_counter()
-    stream = _ray(pending, out_dir, ray_address, threads) if ray_address else _local(pending, out_dir, jobs, threads)
+    if not pending:
+        stream: Iterable[dict[str, Any]] = ()
+    elif ray_address:
+        stream = _ray(pending, out_dir, ray_address, threads)
+    else:
+        stream = _local(pending, out_dir, jobs, threads)
     for count, result in enumerate(stream, 1):
         results[result["name"]] = result
         write_tables(out_dir, _ordered(grid, results), grid.name)

@@ -1,6 +1,7 @@
 """Run one sweep run to its end: start it, or resume it from its checkpoint, and write `result.json` last.
 
     RUN_DIR/result.json   the run is finished: its spec, final metrics (the command's own summary), wall time
+    RUN_DIR/spec.json      the run's RunSpec (written at its start)
     RUN_DIR/attempts.jsonl one line per start (with whether it resumed), so a restarted sweep can be audited
     RUN_DIR/output.log     what the command printed
 
@@ -89,6 +90,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
         if done is not None:
             return done
         resume = has_checkpoint(run_dir / "checkpoint")
+        _write_atomic(run_dir / "spec.json", run.to_dict())  # what the run is, for plots of unfinished runs
         with (run_dir / "attempts.jsonl").open("a") as f:
             f.write(json.dumps({"time": time.time(), "pid": os.getpid(), "resume": resume}) + "\n")
         argv = [*run.argv(run_dir), "--resume" if resume else "--overwrite"]
