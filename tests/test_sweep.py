@@ -187,3 +187,12 @@ def test_sweep_killed_mid_run_then_restarted_loses_nothing_and_runs_nothing_twic
     table = (out / "results.md").read_text()
     assert "| synthetic | tiny-llama-steerable | ulpt prompt_len=4 rank=2 steps=400 eval_every=200 | 1 |" in table
     assert "bbt budget=16" in table
+
+
+def test_a_failing_run_is_reported_not_recorded_as_finished(tmp_path):
+    task = write_task(tmp_path)
+    grid = parse_grid({"tasks": [str(task)], "models": ["tiny-llama"], "runs": [{"method": "ulpt", "lr": -1.0}]})
+    (spec,) = grid.runs
+    result = execute(spec.to_dict(), tmp_path / spec.name, threads=1)
+    assert result["status"] == "failed" and "lr must be a positive number" in result["error"]
+    assert read_result(tmp_path / spec.name) is None  # a later start of the sweep tries it again

@@ -99,7 +99,8 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = cli_main(argv)
         wall = time.perf_counter() - started
-        (run_dir / "output.log").open("a").write(f"$ softprompt {' '.join(argv)}\n{out.getvalue()}{err.getvalue()}")
+        with (run_dir / "output.log").open("a") as log:
+            log.write(f"$ softprompt {' '.join(argv)}\n{out.getvalue()}{err.getvalue()}")
         record: dict[str, Any] = {"name": run.name, "spec": run.to_dict(), "resumed": resume, "wall_s": round(wall, 2)}
         if code != 0:
             lines = [line for line in err.getvalue().splitlines() if line.strip()]
