@@ -17,6 +17,9 @@ COMMANDS = {
     "serve-lm": "serve_lm",
     "registry": "registry",
     "export": "export",
+    "sweep": "sweep",
+    "plot": "plot",
+    "analyze": "analyze",
 }
 
 
