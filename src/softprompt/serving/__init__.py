@@ -1,0 +1,1 @@
+"""Serving many tuned prompts on one frozen model: registry (storage), engine (batching), HTTP app and client."""
