@@ -5,12 +5,15 @@ softprompt.serving.registry lands; then `open_registry(f"sqlite:///{tmp}/r.db")`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import socket
+import threading
+import time
 from pathlib import Path
 
 import torch
 from fake_registry import PromptCache, Registry
-from synthetic import synthetic_task
 
 from softprompt.artifact import PromptArtifact
 from softprompt.scoring import Scorer
@@ -62,4 +65,24 @@ def as_vector(classification, task: Task) -> torch.Tensor:  # noqa: ANN001
     return torch.tensor([classification.scores[name] for name in task.labels])
 
 
-__all__ = ["synthetic_task"]
+@contextlib.contextmanager
+def live_server(app):  # noqa: ANN001, ANN201
+    """uvicorn serving `app` on a free 127.0.0.1 port in a thread; yields the base URL, stops it afterwards."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

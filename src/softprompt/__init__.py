@@ -8,6 +8,7 @@ from softprompt.training.trainer import TrainConfig
 from softprompt.version import __version__
 
 __all__ = [
+    "Client",
     "DEFAULT_MODEL",
     "PromptArtifact",
     "PromptTuningConfig",
@@ -22,3 +23,11 @@ __all__ = [
     "new_prompt",
     "tune",
 ]
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy exports: the HTTP client pulls in httpx only when used
+    if name == "Client":
+        from softprompt.serving.client import Client
+
+        return Client
+    raise AttributeError(f"module 'softprompt' has no attribute {name!r}")

@@ -203,13 +203,17 @@ class Engine:
         """The caller's prompt `ref` (own or public), checked to fit the served model."""
         record, artifact = self.source.get(caller, ref)
         if (record.key, record.sha256) not in self._checked:
-            meta = {"hidden_size": artifact.prompt.hidden_size, "model": artifact.model}
-            check_model(meta, self.backbone, strict=self.config.strict_model)
-            layers = getattr(artifact.prompt.config, "num_layers", None)
-            if layers is not None and layers != self.backbone.num_layers:
-                raise ArtifactError(f"prompt has {layers} layers of deep prompts, the model {self.backbone.num_layers}")
+            self.check_artifact(artifact)
             self._checked.add((record.key, record.sha256))
         return record, artifact
+
+    def check_artifact(self, artifact: PromptArtifact) -> None:
+        """ArtifactError unless the prompt was made for the served model (fingerprint, hidden size, depth)."""
+        meta = {"hidden_size": artifact.prompt.hidden_size, "model": artifact.model}
+        check_model(meta, self.backbone, strict=self.config.strict_model)
+        layers = getattr(artifact.prompt.config, "num_layers", None)
+        if layers is not None and layers != self.backbone.num_layers:
+            raise ArtifactError(f"prompt has {layers} layers of deep prompts, the model {self.backbone.num_layers}")
 
     def submit_classify(self, caller: str, ref: str, texts: Sequence[str]) -> Future:
         """Future of one `Classification` per text, under the prompt's task (template, labels, verbalizer)."""
