@@ -115,8 +115,8 @@ def test_official_openai_client_completions_chat_and_streaming(server, bb, arts)
 
 
 def test_stream_ends_with_done(server):
-    with server.http.stream("POST", "/v1/completions", headers=server.as_("a"),
-                            json={"model": "ulpt", "prompt": "good", "max_tokens": 3, "stream": True}) as r:  # fmt: skip
+    body = {"model": "ulpt", "prompt": "good", "max_tokens": 3, "stream": True}
+    with server.http.stream("POST", "/v1/completions", headers=server.as_("a"), json=body) as r:
         lines = [line for line in r.iter_lines() if line]
     assert r.status_code == 200 and lines[-1] == "data: [DONE]" and all(x.startswith("data: ") for x in lines)
 
