@@ -15,6 +15,7 @@ COMMANDS = {
     "info": "info",
     "blackbox": "blackbox",
     "serve-lm": "serve_lm",
+    "serve": "serve",
 }
 
 
