@@ -2,6 +2,7 @@
 through every endpoint, limits, metrics, and two replicas on one registry."""
 
 import hashlib
+import time
 
 import pytest
 import torch
@@ -259,7 +260,12 @@ def test_two_replicas_on_one_registry_serve_a_new_prompt_and_version_at_once(bb,
         r = two.http.post("/v1/classify", headers=two.as_("a"), json={"model": "p", "texts": ["good"]})
         assert r.status_code == 200 and r.json()["version"] == 1
         assert one.upload("a", "p", arts["bbtv2"]).status_code == 201
-        r = two.http.post("/v1/classify", headers=two.as_("a"), json={"model": "p", "texts": ["good"]})
+        deadline = time.monotonic() + 1.0  # a new version is served by every replica within a second
+        while True:
+            r = two.http.post("/v1/classify", headers=two.as_("a"), json={"model": "p", "texts": ["good"]})
+            if r.json()["version"] == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert r.json()["version"] == 2
         got = as_vector(type("C", (), r.json()["data"][0]), arts["bbtv2"].task)
         torch.testing.assert_close(got, alone_probabilities(bb, arts["bbtv2"], "good"), atol=1e-5, rtol=1e-4)
