@@ -96,9 +96,16 @@ def main() -> None:
     }  # fmt: skip
     results = {
         "model": backbone.describe(),
-        "settings": {"rows": args.rows, "prompt_len": args.prompt_len, "method": "ulpt r=2", "rounds": args.rounds,
-                     "threads": args.threads, "prefix_cache": False, "texts": "SST-2 dev, first rows",
-                     "dtype": str(backbone.dtype)},  # fmt: skip
+        "settings": {
+            "rows": args.rows,
+            "prompt_len": args.prompt_len,
+            "method": "ulpt r=2",
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "prefix_cache": False,
+            "texts": "SST-2 dev, first rows",
+            "dtype": str(backbone.dtype),
+        },
         "forward_passes_timed": passes,
         "seconds": seconds,
         "rows_per_second": rows_per_s,

@@ -88,10 +88,18 @@ def main() -> None:
     speedup = median["prefix cache"] / median["no cache"]
     results = {
         "model": backbone.describe(),
-        "settings": {"requests": args.requests, "prompts": args.prompts, "prompt_len": args.prompt_len,
-                     "batch_rows": args.batch, "rounds": args.rounds, "threads": args.threads, "method": "ulpt r=2",
-                     "dtype": str(backbone.dtype), "text_tokens_mean": statistics.mean(tokens),
-                     "text_tokens_median": statistics.median(tokens)},  # fmt: skip
+        "settings": {
+            "requests": args.requests,
+            "prompts": args.prompts,
+            "prompt_len": args.prompt_len,
+            "batch_rows": args.batch,
+            "rounds": args.rounds,
+            "threads": args.threads,
+            "method": "ulpt r=2",
+            "dtype": str(backbone.dtype),
+            "text_tokens_mean": statistics.mean(tokens),
+            "text_tokens_median": statistics.median(tokens),
+        },
         "seconds": seconds,
         "requests_per_second": rps,
         "median_requests_per_second": median,

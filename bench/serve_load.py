@@ -25,7 +25,6 @@ registry, batching, restart), not the model's speed, which bench/mixed_batch.py 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import random
 import signal
@@ -67,7 +66,8 @@ def free_port() -> int:
 class ServerProcess:
     def __init__(self, model: Path, registry: str, port: int, log: Path) -> None:
         self.args = [sys.executable, "-m", "softprompt", "serve", "--model", str(model), "--registry", registry,
-                     "--port", str(port), "--max-batch", "32", "--max-wait-ms", "5", "--log-level", "warning"]  # fmt: skip
+                     "--port", str(port), "--max-batch", "32", "--max-wait-ms", "5",
+                     "--log-level", "warning"]  # fmt: skip
         self.env = {**os.environ, "PYTHONPATH": str(SRC), "SOFTPROMPT_ADMIN_KEY": ADMIN, "OMP_NUM_THREADS": "1"}
         self.url, self.log, self.proc = f"http://127.0.0.1:{port}", log, None
 
@@ -136,9 +136,9 @@ def main() -> None:
     def register(job: tuple[int, bytes]) -> None:
         i, blob = job
         tenant = tenants[i % len(tenants)]
+        headers = {"Authorization": f"Bearer {keys[tenant]}", "Content-Type": "application/octet-stream"}
         r = httpx.post(f"{server.url}/v1/prompts/p{i // len(tenants)}", content=blob, timeout=60,
-                       params={"public": str(i % 10 == 0).lower()},
-                       headers={"Authorization": f"Bearer {keys[tenant]}", "Content-Type": "application/octet-stream"})  # fmt: skip
+                       params={"public": str(i % 10 == 0).lower()}, headers=headers)  # fmt: skip
         r.raise_for_status()
 
     setup = time.perf_counter()
@@ -167,8 +167,8 @@ def main() -> None:
             body = {"model": ref, "texts": rng.sample(texts, rng.randint(1, 4))}
             start = time.monotonic()
             try:
-                status: int | str = http.post("/v1/classify", json=body,
-                                              headers={"Authorization": f"Bearer {keys[tenant]}"}).status_code  # fmt: skip
+                headers = {"Authorization": f"Bearer {keys[tenant]}"}
+                status: int | str = http.post("/v1/classify", json=body, headers=headers).status_code
             except httpx.HTTPError as err:
                 status = type(err).__name__
                 time.sleep(0.05)  # server down: retry soon, without spinning
@@ -226,9 +226,16 @@ def main() -> None:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000 if latencies else float("nan")
 
     results = {
-        "settings": {"tenants": args.tenants, "prompts": len(blobs), "clients": args.clients, "seconds": args.seconds,
-                     "kill_at": args.kill_at, "model": "tiny random Llama (saved to a folder)", "registry": "sqlite",
-                     "texts_per_request": "1-4 SST-2 dev sentences"},  # fmt: skip
+        "settings": {
+            "tenants": args.tenants,
+            "prompts": len(blobs),
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "kill_at": args.kill_at,
+            "model": "tiny random Llama (saved to a folder)",
+            "registry": "sqlite",
+            "texts_per_request": "1-4 SST-2 dev sentences",
+        },
         "setup_seconds": {"make_artifacts": made, "register_over_http": setup},
         "duration_s": ended - began,
         "restart_s": up - killed,
@@ -250,7 +257,8 @@ def main() -> None:
         [[f"{results['requests_per_second']:.1f}", f"{pct(0.5):.1f}", f"{pct(0.99):.1f}", len(outside),
           len(failed) - len(outside), f"{up - killed:.1f}", len(acknowledged), len(lost)]],
     )  # fmt: skip
-    note = (f"`softprompt serve` (subprocess, SQLite registry, tiny random Llama) on 127.0.0.1: {args.tenants} tenants, "
+    note = (f"`softprompt serve` (subprocess, SQLite registry, tiny random Llama) on 127.0.0.1: {args.tenants} tenants,"
+            " "
             f"{len(blobs)} prompts registered over HTTP before the run, {args.clients} closed-loop clients classifying "
             f"1-4 texts per request and one writer registering new prompts/versions throughout, {args.seconds:g} s, "
             f"kill -9 at {args.kill_at:g} s and restart on the same registry.")  # fmt: skip

@@ -301,3 +301,11 @@ def test_python_client_round_trip(server, bb, arts):
             client.classify("mine", ["good"])
         with pytest.raises(ServerError, match="403"):
             client.create_tenant("c")
+
+
+def test_serve_command_rejects_bad_limits_with_one_line(capsys):
+    from softprompt.cli import main
+
+    assert main(["serve", "--max-batch", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--max-batch" in err
