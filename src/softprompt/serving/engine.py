@@ -204,6 +204,8 @@ class Engine:
         record, artifact = self.source.get(caller, ref)
         if (record.key, record.sha256) not in self._checked:
             self.check_artifact(artifact)
+            if len(self._checked) >= 1 << 16:
+                self._checked.clear()
             self._checked.add((record.key, record.sha256))
         return record, artifact
 
