@@ -20,6 +20,7 @@ COMMANDS = {
     "sweep": "sweep",
     "plot": "plot",
     "analyze": "analyze",
+    "serve": "serve",
 }
 
 
