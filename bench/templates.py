@@ -105,7 +105,12 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", default=os.environ.get("SOFTPROMPT_DATA_DIR", "../shared/data"))
     p.add_argument("--model", default="smollm2-135m-instruct", help="model name/path, or 'tiny' for a smoke run")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="frozen weights' dtype")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="frozen weights' dtype (auto: bfloat16 only where the hardware runs it natively)",
+    )
     p.add_argument("--max-examples", type=int, default=300, help="seeded subset of each validation split")
     p.add_argument("--tasks", nargs="+", default=list(ORDER), choices=ORDER)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
@@ -165,9 +170,10 @@ def main() -> None:
     else:
         from softprompt.models import load_backbone
 
-        backbone, out = load_backbone(args.model, dtype=getattr(torch, args.dtype)), "templates"
+        backbone, out = load_backbone(args.model, dtype=args.dtype), "templates"
     header = (
-        f"Zero-shot VALIDATION scores of candidate templates per built-in task: {backbone.name} ({args.dtype}), "
+        f"Zero-shot VALIDATION scores of candidate templates per built-in task: {backbone.name} "
+        f"({str(next(backbone.model.parameters()).dtype).removeprefix('torch.')}), "
         f"no prompt, `softprompt.evaluation.evaluate`, each task's own verbalizer; a seeded (seed {args.seed}) "
         f"subset of at most {args.max_examples} validation examples per task, the same for every candidate. "
         "The best by the task's primary metric (bold; ties go to the earlier candidate) is the default template "

@@ -53,6 +53,8 @@ def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False, 
         own.add_argument("--data", metavar="FILE", help="training file: .csv, .tsv, .jsonl or .parquet")
         own.add_argument("--validation", metavar="FILE", help="validation file (default: 10%% carved from --data)")
         own.add_argument("--test", metavar="FILE", help="test file (default: 10%% carved from --data)")
+        own.add_argument("--allow-overlap", action="store_true", default=None,
+                         help="accept a validation/test file that is the training file (else an error)")  # fmt: skip
     else:
         own.add_argument("--data", metavar="FILE", help="score every row of this file (.csv, .tsv, .jsonl, .parquet)")
     own.add_argument("--task-file", metavar="FILE", help="YAML/JSON task definition (the flags below override it)")
@@ -110,6 +112,7 @@ def _custom_flags(args: argparse.Namespace) -> dict[str, Any]:
         "template": template.replace("\\n", "\n").replace("\\t", "\t") if template else None,
         "verbalizer": parse_verbalizer(verbalizer) if verbalizer else None,
         "metrics": getattr(args, "metrics", None),
+        "allow_overlap": getattr(args, "allow_overlap", None),
     }
     return {k: v for k, v in flags.items() if v is not None}
 

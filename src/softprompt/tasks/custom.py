@@ -28,8 +28,17 @@ from typing import Any
 
 from softprompt.tasks.base import SPLITS, DataError, Example, Task
 from softprompt.tasks.fewshot import split_off
+from softprompt.tasks.labels import check_classes, label_map
 from softprompt.tasks.metrics import ALIASES
-from softprompt.tasks.readers import USER_ENCODINGS, Table, decode, location, parse_delimited, parse_jsonl
+from softprompt.tasks.readers import (
+    USER_ENCODINGS,
+    Table,
+    check_unique_columns,
+    decode,
+    location,
+    parse_delimited,
+    parse_jsonl,
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -72,6 +81,7 @@ class CustomTaskSpec:
     target_prefix: str | None = None
     format: str | None = None  # csv | tsv | jsonl | parquet; default: from the file extension
     encoding: str | None = None  # default: utf-8, else utf-8-sig, cp1252, latin-1 (with a warning)
+    allow_overlap: bool = False  # a validation/test file that is the training file is an error unless this is set
 
     @property
     def kind(self) -> str:
@@ -171,6 +181,7 @@ def _read_parquet(path: Path, name: str) -> Table:
         pq = None
     if pq is not None:
         table = pq.read_table(path)
+        check_unique_columns(table.column_names, name)  # to_pylist would keep one of two same-named columns
         records, columns = table.to_pylist(), list(table.column_names)
     else:
         try:
@@ -182,6 +193,7 @@ def _read_parquet(path: Path, name: str) -> Table:
                 f"{name}: reading Parquet needs pyarrow: pip install pyarrow (or convert the file to CSV or JSONL)"
             ) from e
         records, columns = frame.to_dict("records"), [str(c) for c in frame.columns]
+        check_unique_columns(columns, name)
     return Table(name, "parquet", [(location(name, None, i), rec) for i, rec in enumerate(records, 1)], columns)
 
 
@@ -304,11 +316,47 @@ def _answer_prefix(spec: CustomTaskSpec, template: str) -> str:
     return "" if template[-1:].isspace() else " "
 
 
+def _check_columns(spec: CustomTaskSpec) -> None:
+    """The model reads only the text columns: one that is also the answer would hand it the answer."""
+    columns = spec.columns
+    answer = "target" if spec.target_column else "label"
+    for role in ("text", "text_pair"):
+        if role in columns and columns[role] == columns.get(answer):
+            raise DataError(f"column {columns[role]!r} is both the {role.replace('_', ' ')} ({COLUMN_FLAGS[role]}) and "
+                            f"the {answer} ({COLUMN_FLAGS[answer]}): the model would read the answer")  # fmt: skip
+    if columns.get("text_pair") == columns["text"]:
+        raise DataError(f"column {columns['text']!r} is both the text and the text pair; name two different columns")
+
+
+def _check_overlap(files: dict[str, DataFile], allow: bool) -> None:
+    """A validation or test file with the training file's content scores the model on what it trained on."""
+    for split in ("validation", "test"):
+        if split in files and files[split].sha256 == files["train"].sha256:
+            same = "is" if files[split].path == files["train"].path else "has the same content as"
+            message = f"the {split} file {files[split].name} {same} the training file {files['train'].name}"
+            if not allow:
+                raise DataError(f"{message}: its scores would be scores on training data; pass a separate "
+                                "file, leave it out to carve one, or allow it with --allow-overlap")  # fmt: skip
+            warnings.warn(f"{message} (allowed): its scores are on training data", DataWarning, stacklevel=3)
+
+
+def _normalise_labels(rows: dict[str, list[_Row]], known: list[str] | None, train_name: str) -> dict[str, list[_Row]]:
+    """Rows whose label spellings are merged into one class each (labels.py), with a warning listing the merges."""
+    train = [r.answer for r in rows.get("train", [])]
+    others = [r.answer for split, rs in rows.items() if split != "train" for r in rs]
+    labels = label_map(train, others, known)
+    if labels.merges:
+        warnings.warn(f"{train_name}: label spellings merged into one class each: {labels.describe()}",
+                      DataWarning, stacklevel=3)  # fmt: skip
+    return {split: [replace(r, answer=labels[r.answer]) for r in rs] for split, rs in rows.items()}
+
+
 def _check_spec(spec: CustomTaskSpec, template: str) -> None:
     if spec.label_column and spec.target_column:
         raise DataError("name either a label column (classification) or a target column (generation), not both")
     if not spec.label_column and not spec.target_column:
         raise DataError("name the label column (--label-column) or, for generation, the answer (--target-column)")
+    _check_columns(spec)
     try:
         placeholders = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:
@@ -343,8 +391,12 @@ def build_custom_task(spec: CustomTaskSpec) -> tuple[Task, list[Example], list[E
     _check_spec(spec, template)
     read = functools.cache(lambda p: read_file(p, spec.format, spec.encoding))  # one read if a path repeats
     files = {s: read(getattr(spec, s)) for s in SPLITS if getattr(spec, s)}
+    _check_overlap(files, spec.allow_overlap)
     rows = {s: _rows(f, spec) for s, f in files.items()}
     train_name = files["train"].name
+    if spec.kind == "classification":
+        rows = _normalise_labels(rows, list(spec.verbalizer) if spec.verbalizer is not None else None, train_name)
+        check_classes((r.answer for r in rows["train"]), train_name)
 
     prefix = _answer_prefix(spec, template)
     if spec.kind == "generation":
@@ -433,9 +485,12 @@ def read_examples(task: Task, path: PathLike, spec: CustomTaskSpec | None = None
     if "{text_pair}" in task.template and not spec.text_pair_column:
         raise DataError(f"task {task.name!r} scores text pairs: name the second column with --text-pair-column")
     file = read_file(path, spec.format, spec.encoding)
+    rows = _rows(file, spec)
+    if not generation:  # spellings of the task's labels are those labels (with a warning)
+        rows = _normalise_labels({"file": rows}, list(task.labels), file.name)["file"]
     # verbalizer=None: an unknown label is reported against the task's labels, not a verbalizer
     unknown = f"is not one of the task's labels {list(task.labels)}"
-    return _examples(_rows(file, spec), task, getattr(spec, answer), _answer_prefix(spec, task.template), unknown)
+    return _examples(rows, task, getattr(spec, answer), _answer_prefix(spec, task.template), unknown)
 
 
 def with_file_loaders(task: Task) -> Task:
