@@ -69,6 +69,7 @@ def make_prompt_config(method: str, prompt_len: int | None = None, **options: An
 
 def new_prompt(config: PromptConfig, backbone: Backbone, seed: int = 0) -> SoftPrompt:
     """A fresh prompt on `backbone`, initialised from it (training calibrates it on the task's examples)."""
+    backbone.check_prompt_fits(config.prompt_len)  # before anything is allocated for it
     config = copy.deepcopy(config)  # the prompt records values measured on the model; the caller's stays as it was
     if "num_layers" in getattr(config, "__dataclass_fields__", {}):
         config.num_layers = backbone.num_layers  # per-layer methods take the model's depth

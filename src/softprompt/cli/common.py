@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from softprompt.cli.options import fields_of
+from softprompt.cli.options import fields_of, positive_int
 from softprompt.models import DEFAULT_MODEL
 from softprompt.models.hardware import DTYPE_CHOICES
 from softprompt.tasks.base import Example, Task
@@ -27,7 +27,9 @@ def add_model_args(parser: argparse.ArgumentParser, default: str | None = DEFAUL
         default=default,
         help=f"embedded model name, local directory or hub id (default: {default or 'the tuned-on model'})",
     )
-    parser.add_argument("--max-length", type=int, default=256, help="max text tokens per example (default 256)")
+    parser.add_argument(
+        "--max-length", type=positive_int, default=256, help="max text tokens per example (default 256)"
+    )
     parser.add_argument(
         "--dtype",
         choices=DTYPE_CHOICES,
@@ -89,9 +91,9 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_limit_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-train-examples", type=int, help="use a seeded subset of the training split")
-    parser.add_argument("--max-eval-examples", type=int, help="use a seeded subset of the validation split")
-    parser.add_argument("--max-test-examples", type=int, help="use a seeded subset of the test split")
+    parser.add_argument("--max-train-examples", type=positive_int, help="use a seeded subset of the training split")
+    parser.add_argument("--max-eval-examples", type=positive_int, help="use a seeded subset of the validation split")
+    parser.add_argument("--max-test-examples", type=positive_int, help="use a seeded subset of the test split")
 
 
 def _custom_flags(args: argparse.Namespace) -> dict[str, Any]:

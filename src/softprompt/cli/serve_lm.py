@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 
 from softprompt.cli.common import add_model_args, backbone_from_args
+from softprompt.cli.options import port_number, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="serve a frozen model for remote black-box tuning", description=__doc__)
     add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
-    p.add_argument("--chunk-rows", type=int, default=64, help="rows per forward pass (bounds memory; default 64)")
-    p.add_argument("--max-rows", type=int, default=8192, help="prompts x examples accepted per request")
+    p.add_argument("--port", type=port_number, default=8765, help="port to listen on (default 8765)")
+    p.add_argument(
+        "--chunk-rows", type=positive_int, default=64, help="rows per forward pass (bounds memory; default 64)"
+    )
+    p.add_argument("--max-rows", type=positive_int, default=8192, help="prompts x examples accepted per request")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(run=run)
 

@@ -65,8 +65,10 @@ class _BBTCommon(PromptConfig):
         super().__post_init__()
         if self.dim <= 0:
             raise ValueError(f"dim must be positive, got {self.dim}")
-        if not (self.alpha > 0 and self.sigma > 0):
-            raise ValueError(f"alpha and sigma must be positive, got {self.alpha}, {self.sigma}")
+        if not all(math.isfinite(v) and v > 0 for v in (self.alpha, self.sigma)):
+            raise ValueError(f"alpha and sigma must be positive numbers, got {self.alpha}, {self.sigma}")
+        if self.projection_seed < 0:
+            raise ValueError(f"projection_seed must be >= 0, got {self.projection_seed}")
         if self.init not in ("vocab", "normal"):
             raise ValueError(f"init must be 'vocab' or 'normal', got {self.init!r}")
 
@@ -112,6 +114,13 @@ class _WithBase(SoftPrompt):
     config: BBTConfig | BBTv2Config
     base: torch.Tensor
     z: nn.Parameter
+
+    def __init__(self, config: BBTConfig | BBTv2Config, hidden_size: int) -> None:
+        super().__init__(config, hidden_size)
+        size = config.prompt_len * hidden_size
+        if config.dim > size:  # A would be a (d, n·D) matrix bigger than the identity: more to search, nothing gained
+            raise ValueError(f"dim {config.dim} exceeds the {size} numbers of the prompt it projects to "
+                             f"(prompt_len {config.prompt_len} x hidden size {hidden_size})")  # fmt: skip
 
     def initialize(self, model: ModelAccess, seed: int) -> None:
         """P₀ from vocabulary embeddings (or seeded noise of the embeddings' scale), and z = 0: tuning starts at P₀."""
