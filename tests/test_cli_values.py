@@ -163,10 +163,11 @@ def test_the_api_refuses_the_same_values():
         SearchConfig(prompt=BBTConfig(), bounds=math.inf)
 
 
-def test_bbt_dim_beyond_the_prompt_size_is_an_error():
-    assert build_prompt(BBTConfig(prompt_len=2, dim=64), hidden_size=32).z.numel() == 64
-    for config in (BBTConfig(prompt_len=2, dim=65), BBTv2Config(prompt_len=2, dim=65)):
-        with pytest.raises(ValueError, match="dim 65 exceeds the 64 numbers"):
+def test_bbt_projection_that_cannot_fit_in_memory_is_an_error():
+    """dim 10^8 on n=2, D=32 would be a 25 GB projection: refused at once, not an out-of-memory crash."""
+    assert build_prompt(BBTConfig(prompt_len=2, dim=100), hidden_size=32).z.numel() == 100  # d > n·D is allowed
+    for config in (BBTConfig(prompt_len=2, dim=10**8), BBTv2Config(prompt_len=2, dim=10**8)):
+        with pytest.raises(ValueError, match="the projection would hold 6,400,000,000 numbers"):
             build_prompt(config, hidden_size=32)
 
 

@@ -108,6 +108,9 @@ class BBTv2Config(_BBTCommon):
         return ProjectionSpec(seed, self.dim, self.prompt_len * hidden_size, "normal", std)
 
 
+MAX_PROJECTION_NUMBERS = 2**30  # a bigger projection would exhaust memory before the search starts
+
+
 class _WithBase(SoftPrompt):
     """P₀ (saved, frozen) and z (searched): shared start of BBT and BBTv2."""
 
@@ -117,10 +120,11 @@ class _WithBase(SoftPrompt):
 
     def __init__(self, config: BBTConfig | BBTv2Config, hidden_size: int) -> None:
         super().__init__(config, hidden_size)
-        size = config.prompt_len * hidden_size
-        if config.dim > size:  # A would be a (d, n·D) matrix bigger than the identity: more to search, nothing gained
-            raise ValueError(f"dim {config.dim} exceeds the {size} numbers of the prompt it projects to "
-                             f"(prompt_len {config.prompt_len} x hidden size {hidden_size})")  # fmt: skip
+        numbers = config.dim * config.prompt_len * hidden_size  # A is (d, n·D), made in one piece (per layer)
+        if numbers > MAX_PROJECTION_NUMBERS:
+            raise ValueError(f"dim {config.dim} x prompt_len {config.prompt_len} x hidden size {hidden_size}: the "
+                             f"projection would hold {numbers:,} numbers (limit {MAX_PROJECTION_NUMBERS:,}, 4 GiB in "
+                             "float32); use a smaller --dim or --prompt-len")  # fmt: skip
 
     def initialize(self, model: ModelAccess, seed: int) -> None:
         """P₀ from vocabulary embeddings (or seeded noise of the embeddings' scale), and z = 0: tuning starts at P₀."""
