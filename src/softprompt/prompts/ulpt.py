@@ -17,6 +17,7 @@ Variants for the paper's analyses:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -50,8 +51,11 @@ class ULPTConfig(PromptConfig):
             raise ValueError(f"rank must be positive, got {self.rank}")
         if self.distribution not in ("normal", "uniform"):
             raise ValueError(f"distribution must be 'normal' or 'uniform', got {self.distribution!r}")
-        if self.projection_scale is not None and not self.projection_scale > 0:
-            raise ValueError(f"projection_scale must be positive, got {self.projection_scale}")
+        scale = self.projection_scale
+        if scale is not None and not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"projection_scale must be a positive number, got {self.projection_scale}")
+        if self.projection_seed < 0:
+            raise ValueError(f"projection_seed must be >= 0, got {self.projection_seed}")
         if self.tune not in ("z", "projection"):
             raise ValueError(f"tune must be 'z' or 'projection', got {self.tune!r}")
         if self.neutral_steps < 0:
