@@ -23,14 +23,10 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def smollm2():
-    import os
-
     from softprompt.models import load_backbone
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(os.cpu_count() or 1)
-    yield load_backbone()
-    torch.set_num_threads(threads)
+    # one thread (conftest): on a busy 2-core machine two threads can stall 10-100x; one is steady
+    return load_backbone()
 
 
 def test_the_models_own_cache_as_a_prefix_equals_prepending_the_text(smollm2):
