@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is steady on a busy shared CPU)")
+    p.add_argument("--template", help="the task's prompt template (default: the built-in sst2 task's own)")
     p.add_argument("--rerender", metavar="JSON", help="only rewrite that results file's markdown from its numbers")
     p.add_argument("--name", help="results file stem in bench/results/ (default: methods_sst2, _tiny for tiny-*)")
     args = p.parse_args()
@@ -191,7 +193,7 @@ def report(
     return write_results(args.name, results, markdown, machine or machine_info())
 
 
-def rerender(path: Path) -> None:
+def rerender(path: Path, template: str | None) -> None:
     """Rewrite a results file's markdown from its JSON (no model runs): the recorded command and machine are kept.
     For a JSON written before `setup` was stored, the setup paragraph is taken from the existing markdown."""
     saved = json.loads(path.read_text())
@@ -199,7 +201,11 @@ def rerender(path: Path) -> None:
     setup = saved.get("setup")
     if setup is None:
         md = path.with_suffix(".md").read_text()
-        setup = md[md.index("\nSST-2, ") + 1 : md.index("| method |")]
+        setup = md[md.index("\nSST-2") + 1 : md.index("| method |")]
+    if saved["settings"].get("template") is None and template is not None:
+        args.template = template
+        setup = setup.replace("SST-2, ", f"SST-2 (template {template!r}, stated at --rerender: this run predates "
+                              "the script recording it), ", 1)  # fmt: skip
     sys.argv = shlex.split(saved["command"])[1:]  # write_results stamps the command that made the numbers
     json_path, md_path = report(args, setup, saved["rows"], saved["complete"], saved["machine"])
     print(md_path.read_text())
@@ -208,7 +214,7 @@ def rerender(path: Path) -> None:
 def main() -> None:
     args = parse_args()
     if args.rerender:
-        rerender(Path(args.rerender))
+        rerender(Path(args.rerender), args.template)
         return
     torch.set_num_threads(args.threads)
     if args.model.startswith("tiny-"):  # softprompt.testing's tiny random models: a seconds-long smoke run
@@ -220,6 +226,9 @@ def main() -> None:
 
         backbone = load_backbone(args.model, dtype=args.dtype)
     task = get_task("sst2")
+    if args.template:
+        task = replace(task, template=args.template)
+    args.template = task.template  # recorded: the default template has changed between versions
     train = task.load("train", args.data_dir)
     validation = subset(task.load("validation", args.data_dir), args.max_eval_examples, args.seed)
     test = task.load("test", args.data_dir)[: args.max_test_examples]
@@ -227,7 +236,8 @@ def main() -> None:
     max_length = backbone.dims.max_length
     plan = runs(args, backbone.hidden_size, max_length)
     setup = (
-        f"SST-2, {backbone.name} ({str(backbone.dtype).replace('torch.', '')}), {args.threads} torch thread(s); "
+        f"SST-2 (template {task.template!r}), {backbone.name} ({str(backbone.dtype).replace('torch.', '')}), "
+        f"{args.threads} torch thread(s); "
         f"every method: prompt length n = {args.prompt_len}, {args.steps} steps × batch {args.batch_size} "
         f"(same batches, seed {args.seed}), validation every {args.eval_every} steps on {len(validation)} carved "
         f"validation examples (best step kept), test = the first {len(test)} SST-2 dev sentences; "
