@@ -41,7 +41,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--prompt-len", type=int, default=100)
     p.add_argument("--rank", type=int, default=2)
     p.add_argument("--max-test-examples", type=int, help="default: all 872")
-    p.add_argument("--neutral-steps", type=int, default=10)
+    p.add_argument("--neutral-steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--copies-of", nargs="*", default=["<|endoftext|>"], help="tokens for the rejected alternative")
     p.add_argument("--seed", type=int, default=0)

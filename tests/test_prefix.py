@@ -342,7 +342,7 @@ def test_cli_trains_a_prefix_saves_and_reloads_it_for_eval_and_predict(
     argv = ["train", "--task", "sst2", "--data-dir", str(REPO_DATA), "--model", str(model_dir), "--method", "prefix",
             "--prompt-len", "4", "--steps", "4", "--batch-size", "4", "--eval-every", "2", "--max-train-examples",
             "32", "--max-eval-examples", "16", "--max-test-examples", "16", "--out", str(out), "--quiet",
-            "--reparam" if reparam else "--no-reparam", "--reparam-hidden", "8"]  # fmt: skip
+            "--reparam" if reparam else "--no-reparam", "--reparam-hidden", "8", "--max-length", "96"]  # fmt: skip
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     meta = json.loads((out / "prompt.json").read_text())

@@ -497,8 +497,10 @@ def test_serve_lm_refuses_bad_port_and_missing_key_before_loading(tmp_path, caps
     model = tmp_path / "tiny"  # a model that loads: each error must come before it would be served
     tiny_backbone().model.save_pretrained(model)
     tiny_backbone().tokenizer.save_pretrained(model)
-    assert main(["serve-lm", "--model", str(model), "--port", "99999"]) == 2
-    assert "--port must be between 1 and 65535, got 99999" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:  # a usage error, from the argument parser
+        main(["serve-lm", "--model", str(model), "--port", "99999"])
+    assert exited.value.code == 2
+    assert "a port is 1-65535, got 99999" in capsys.readouterr().err
     monkeypatch.delenv("SOFTPROMPT_TEST_KEY", raising=False)
     assert main(["serve-lm", "--model", str(model), "--api-key-env", "SOFTPROMPT_TEST_KEY"]) == 2
     assert "environment variable SOFTPROMPT_TEST_KEY is not set" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from softprompt.training.trainer import TrainConfig
 from softprompt.version import __version__
 
 __all__ = [
+    "Client",
     "DEFAULT_MODEL",
     "PromptArtifact",
     "PromptTuningConfig",
@@ -22,3 +23,11 @@ __all__ = [
     "new_prompt",
     "tune",
 ]
+
+
+def __getattr__(name: str):
+    if name == "Client":
+        from softprompt.serving.client import Client
+
+        return Client
+    raise AttributeError(f"module 'softprompt' has no attribute {name!r}")

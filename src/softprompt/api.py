@@ -68,6 +68,7 @@ def make_prompt_config(method: str, prompt_len: int | None = None, **options: An
 
 def new_prompt(config: PromptConfig, backbone: Backbone, seed: int = 0) -> SoftPrompt:
     """A fresh prompt on `backbone`, initialised from it (training calibrates it on the task's examples)."""
+    backbone.check_prompt_fits(config.prompt_len)  # before anything is allocated for it
     # a copy (the prompt records values measured on the model; the caller's stays as it was) with the fields a method
     # takes from the model filled in: BBTv2's depth, the prefix's key/value heads and width
     config = config.for_model(backbone.dims)

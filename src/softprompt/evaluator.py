@@ -64,6 +64,9 @@ class BackboneAccess:
     def describe(self) -> dict[str, Any]:
         return self.backbone.describe()
 
+    def check_prompt_fits(self, prompt_len: int) -> None:
+        self.backbone.check_prompt_fits(prompt_len)
+
     def embedding_std(self) -> float:
         return statistics.embedding_std(self.backbone)
 

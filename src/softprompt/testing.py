@@ -131,3 +131,20 @@ def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64, init
 
     model = tiny_causal_lm(arch, vocab_size=len(tok), seed=seed, init_scale=init_scale)
     return CausalLMBackbone(model, tok, name=f"tiny-{arch}", max_length=max_length)
+
+
+# Names `load_backbone` (and so every command and the sweep) accepts for the tiny models: tiny-<arch>, and
+# tiny-<arch>-steerable for the init scale 0.5 at which a few prompt vectors can steer the model.
+TINY_ARCHS = ("llama", "gemma3", "t5", "roberta")
+
+
+def tiny_backbone_named(name: str, max_length: int = 64, dtype: torch.dtype | None = None, device: str = "cpu"):
+    """`tiny-llama`, `tiny-llama-steerable`, `tiny-t5`, ...: the same weights in every process (seed 0)."""
+    arch, _, variant = name.removeprefix("tiny-").partition("-")
+    if arch not in TINY_ARCHS or variant not in ("", "steerable") or (variant and arch not in ("llama", "gemma3")):
+        choices = [f"tiny-{a}" for a in TINY_ARCHS] + ["tiny-llama-steerable", "tiny-gemma3-steerable"]
+        raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(choices)}")
+    backbone = tiny_backbone(arch, seed=0, max_length=max_length, init_scale=0.5 if variant else 0.02)
+    backbone.model.to(device=device, dtype=dtype or torch.float32)
+    backbone.name = name
+    return backbone

@@ -69,17 +69,19 @@ class SearchConfig:
         for name in ("popsize", "budget", "eval_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.popsize < 2:
             raise ValueError(f"popsize must be at least 2, got {self.popsize}")
         own = getattr(self.prompt, "sigma", None)
         if self.sigma is not None and own is not None and self.sigma != own:
             raise ValueError(f"{self.prompt.method}: the step size is the prompt config's sigma ({own}), which also "
                              "scales the projection; set it there")  # fmt: skip
-        if not (self.step_size > 0):
+        if not (np.isfinite(self.step_size) and self.step_size > 0):
             raise ValueError(f"sigma must be positive, got {self.step_size}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.bounds is not None and not self.bounds > 0:
+        if self.bounds is not None and not (np.isfinite(self.bounds) and self.bounds > 0):
             raise ValueError(f"bounds must be positive, got {self.bounds}")
 
     @property

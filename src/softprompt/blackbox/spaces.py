@@ -170,6 +170,9 @@ def make_space(prompt: SoftPrompt, shift_std: float = 0.0) -> Space:
 def create_prompt(model: ModelAccess, config: PromptConfig, train: Sequence[Example], seed: int) -> SoftPrompt:
     """A fresh prompt for `config` (a copy: the caller's config is left as it was), initialised and calibrated on
     the model exactly as gradient training does."""
+    fits = getattr(model, "check_prompt_fits", None)  # an in-process model; an endpoint checks for itself
+    if fits is not None:
+        fits(config.prompt_len)
     prompt = build_prompt(copy.deepcopy(config), model.hidden_size)
     prompt.initialize(model, seed)
     prompt.calibrate(model, train)

@@ -18,6 +18,10 @@ COMMANDS = {
     "params": "params",
     "registry": "registry",
     "export": "export",
+    "sweep": "sweep",
+    "plot": "plot",
+    "analyze": "analyze",
+    "serve": "serve",
 }
 
 

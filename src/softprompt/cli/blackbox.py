@@ -23,7 +23,7 @@ from softprompt.cli.common import (
     resolve_task,
     subset,
 )
-from softprompt.cli.options import add_options, given
+from softprompt.cli.options import add_options, given, positive_int
 from softprompt.prompts import REGISTRY
 
 RENAME = {"use_scale": "scale", "use_shift": "shift", "bounds": "bound"}
@@ -36,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--endpoint", help="URL of a `softprompt serve-lm` endpoint to tune against instead of --model")
     add_api_key_arg(p, "--endpoint: send")
     p.add_argument("--method", default="bbt", choices=METHODS, help="(default bbt)")
-    p.add_argument("--shots", type=int, default=16, help="examples per label for train, and again for dev (16)")
+    p.add_argument(
+        "--shots", type=positive_int, default=16, help="examples per label for train, and again for dev (16)"
+    )
     search = p.add_argument_group("search")
     seen = add_options(search, [SearchConfig], exclude={"prompt", "sigma"}, rename=RENAME)
     add_options(p.add_argument_group("method options (a method refuses another's)"),
@@ -44,8 +46,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     if "sigma" not in seen:  # BBT's config has a sigma: for ULPT it is the search's own step size
         search.add_argument("--sigma", type=float, help="CMA-ES initial step size (default: the method's)")
     p.add_argument("--search-scale-shift", action="store_true", help="ulpt: also search scale and shift (+2·D)")
-    p.add_argument("--chunk-size", type=int, default=64, help="rows per forward pass when scoring locally (64)")
-    p.add_argument("--max-test-examples", type=int, help="score a seeded subset of the test split")
+    p.add_argument(
+        "--chunk-size", type=positive_int, default=64, help="rows per forward pass when scoring locally (64)"
+    )
+    p.add_argument("--max-test-examples", type=positive_int, help="score a seeded subset of the test split")
     add_run_args(p)
     p.set_defaults(run=run)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from softprompt.cli.options import fields_of
+from softprompt.cli.options import fields_of, positive_int
 from softprompt.models import DEFAULT_MODEL
 from softprompt.models.hardware import DTYPE_CHOICES
 from softprompt.tasks.base import Example, Task
@@ -28,7 +28,9 @@ def add_model_args(parser: argparse.ArgumentParser, default: str | None = DEFAUL
         default=default,
         help=f"embedded model name, local directory or hub id (default: {default or 'the tuned-on model'})",
     )
-    parser.add_argument("--max-length", type=int, default=256, help="max text tokens per example (default 256)")
+    parser.add_argument(
+        "--max-length", type=positive_int, default=256, help="max text tokens per example (default 256)"
+    )
     parser.add_argument(
         "--dtype",
         choices=DTYPE_CHOICES,
@@ -54,6 +56,8 @@ def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False, 
         own.add_argument("--data", metavar="FILE", help="training file: .csv, .tsv, .jsonl or .parquet")
         own.add_argument("--validation", metavar="FILE", help="validation file (default: 10%% carved from --data)")
         own.add_argument("--test", metavar="FILE", help="test file (default: 10%% carved from --data)")
+        own.add_argument("--allow-overlap", action="store_true", default=None,
+                         help="accept a validation/test file that is the training file (else an error)")  # fmt: skip
     else:
         own.add_argument("--data", metavar="FILE", help="score every row of this file (.csv, .tsv, .jsonl, .parquet)")
     own.add_argument("--task-file", metavar="FILE", help="YAML/JSON task definition (the flags below override it)")
@@ -88,9 +92,9 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_limit_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-train-examples", type=int, help="use a seeded subset of the training split")
-    parser.add_argument("--max-eval-examples", type=int, help="use a seeded subset of the validation split")
-    parser.add_argument("--max-test-examples", type=int, help="use a seeded subset of the test split")
+    parser.add_argument("--max-train-examples", type=positive_int, help="use a seeded subset of the training split")
+    parser.add_argument("--max-eval-examples", type=positive_int, help="use a seeded subset of the validation split")
+    parser.add_argument("--max-test-examples", type=positive_int, help="use a seeded subset of the test split")
 
 
 def _custom_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -111,6 +115,7 @@ def _custom_flags(args: argparse.Namespace) -> dict[str, Any]:
         "template": template.replace("\\n", "\n").replace("\\t", "\t") if template else None,
         "verbalizer": parse_verbalizer(verbalizer) if verbalizer else None,
         "metrics": getattr(args, "metrics", None),
+        "allow_overlap": getattr(args, "allow_overlap", None),
     }
     return {k: v for k, v in flags.items() if v is not None}
 

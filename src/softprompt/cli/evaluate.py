@@ -14,6 +14,7 @@ from softprompt.cli.common import (
     subset,
     warn_truncated,
 )
+from softprompt.cli.options import positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -22,9 +23,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     add_data_args(p, split_files=False)
     add_model_args(p, default=None)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p.add_argument("--limit", type=int, help="score a seeded subset of this many examples")
+    p.add_argument("--limit", type=positive_int, help="score a seeded subset of this many examples")
     p.add_argument("--zero-shot", action="store_true", help="score the task's bare template without any prompt")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass (32)")
     p.set_defaults(run=run)
 
 

@@ -12,21 +12,24 @@ from __future__ import annotations
 import argparse
 
 from softprompt.cli.common import add_api_key_arg, add_model_args, api_key_from_env, backbone_from_args
+from softprompt.cli.options import port_number, positive_int
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="serve a frozen model for remote black-box tuning", description=__doc__)
     add_model_args(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8765, help="port to listen on, 1-65535 (default 8765)")
+    p.add_argument("--port", type=port_number, default=8765, help="port to listen on, 1-65535 (default 8765)")
     p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
                    help="also accept requests whose Host header names NAME (repeatable; '*': any host)")  # fmt: skip
     add_api_key_arg(p, "require")
-    p.add_argument("--chunk-rows", type=int, default=64, help="rows per forward pass (bounds memory; default 64)")
-    p.add_argument("--max-rows", type=int, default=8192, help="prompts x examples accepted per request")
-    p.add_argument("--max-work-tokens", type=int, default=2**20,
+    p.add_argument(
+        "--chunk-rows", type=positive_int, default=64, help="rows per forward pass (bounds memory; default 64)"
+    )
+    p.add_argument("--max-rows", type=positive_int, default=8192, help="prompts x examples accepted per request")
+    p.add_argument("--max-work-tokens", type=positive_int, default=2**20,
                    help="token positions (rows x (prompt + text)) one request may send through the model")  # fmt: skip
-    p.add_argument("--concurrency", type=int, default=4, help="requests doing model work at once (default 4)")
+    p.add_argument("--concurrency", type=positive_int, default=4, help="requests doing model work at once (default 4)")
     p.add_argument("--body-timeout", type=float, default=60.0, help="seconds a client has to send its request body")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(run=run)

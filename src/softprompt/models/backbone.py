@@ -208,6 +208,8 @@ class Backbone:
             p.requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
+        if not (isinstance(max_length, int) and max_length > 0):
+            raise ValueError(f"max_length must be a positive number of tokens, got {max_length!r}")
         self.max_length = max_length
         if getattr(tokenizer, "pad_token_id", None) is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -228,6 +230,32 @@ class Backbone:
     @property
     def config(self) -> Any:
         return self.model.config
+
+    @property
+    def max_positions(self) -> int | None:
+        """Sequence positions the model can encode (its `max_position_embeddings`); None where it has no such
+        limit (T5's relative positions)."""
+        value = getattr(self.config, "max_position_embeddings", None)
+        return value if isinstance(value, int) and value > 0 else None
+
+    def check_prompt_fits(self, prompt_len: int) -> None:
+        """A prompt of `prompt_len` vectors before up to `max_length` text tokens must fit the model's positions:
+        an error now, not a run that hangs on a huge sequence or reads positions the model never learnt."""
+        limit = self.max_positions
+        if limit is not None and prompt_len + self.max_length > limit:
+            raise ValueError(
+                f"prompt length {prompt_len} + max_length {self.max_length} = {prompt_len + self.max_length} "
+                f"positions exceed the {limit} that {self.name} can encode; use a shorter --prompt-len or --max-length"
+            )
+
+    def _check_width(self, inserted: Inserted) -> Inserted:
+        """The backstop for inputs built elsewhere (an artifact's prompt, a remote request): never past the limit."""
+        limit = self.max_positions
+        width = inserted.mask.shape[1]  # key/value prefix slots, prompt and text
+        if limit is not None and width > limit:
+            raise ValueError(f"input of {width} positions (prompt and text) exceeds the {limit} that {self.name} can "
+                             "encode; use a shorter prompt or --max-length")  # fmt: skip
+        return inserted
 
     @property
     def hidden_size(self) -> int:
@@ -316,7 +344,7 @@ class Backbone:
         rows = embeds.shape[0]
         shift = torch.zeros(rows, dtype=torch.long, device=self.device)
         if prompt is None:
-            return Inserted(embeds, mask, shift)
+            return self._check_width(Inserted(embeds, mask, shift))
         prompt = prompt.expand(rows).to(self.device, embeds.dtype)
         if prompt.text_delta is not None:
             delta = prompt.text_delta[:, : embeds.shape[1]]
@@ -342,7 +370,7 @@ class Backbone:
         inserted = Inserted(embeds, mask, shift, deep)
         if prompt.prefix_keys is not None:
             self._insert_prefix(inserted, prompt)
-        return inserted
+        return self._check_width(inserted)
 
     def _insert_prefix(self, inserted: Inserted, prompt: PromptInputs) -> None:
         """A per-layer key/value prefix: every text position attends to the row's prefix slots, which sit at the

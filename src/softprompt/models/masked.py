@@ -31,6 +31,14 @@ class MaskedLMBackbone(Backbone):
     def _find_layers(self) -> nn.ModuleList:
         return self.model.base_model.encoder.layer
 
+    @property
+    def max_positions(self) -> int | None:
+        """RoBERTa-style models number positions from padding_idx + 1: that many fewer are usable."""
+        limit = super().max_positions
+        if limit is not None and "roberta" in str(getattr(self.config, "model_type", "")):
+            limit -= (self.config.pad_token_id or 0) + 1
+        return limit
+
     def _special(self, *names: str) -> int:
         for name in names:  # explicit None checks: RoBERTa's <s> has id 0
             token_id = getattr(self.tokenizer, f"{name}_token_id", None)

@@ -65,8 +65,10 @@ class _BBTCommon(PromptConfig):
         super().__post_init__()
         if self.dim <= 0:
             raise ValueError(f"dim must be positive, got {self.dim}")
-        if not (self.alpha > 0 and self.sigma > 0):
-            raise ValueError(f"alpha and sigma must be positive, got {self.alpha}, {self.sigma}")
+        if not all(math.isfinite(v) and v > 0 for v in (self.alpha, self.sigma)):
+            raise ValueError(f"alpha and sigma must be positive numbers, got {self.alpha}, {self.sigma}")
+        if self.projection_seed < 0:
+            raise ValueError(f"projection_seed must be >= 0, got {self.projection_seed}")
         if self.init not in ("vocab", "normal"):
             raise ValueError(f"init must be 'vocab' or 'normal', got {self.init!r}")
 
@@ -106,12 +108,23 @@ class BBTv2Config(_BBTCommon):
         return ProjectionSpec(seed, self.dim, self.prompt_len * hidden_size, "normal", std)
 
 
+MAX_PROJECTION_NUMBERS = 2**30  # a bigger projection would exhaust memory before the search starts
+
+
 class _WithBase(SoftPrompt):
     """P₀ (saved, frozen) and z (searched): shared start of BBT and BBTv2."""
 
     config: BBTConfig | BBTv2Config
     base: torch.Tensor
     z: nn.Parameter
+
+    def __init__(self, config: BBTConfig | BBTv2Config, hidden_size: int) -> None:
+        super().__init__(config, hidden_size)
+        numbers = config.dim * config.prompt_len * hidden_size  # A is (d, n·D), made in one piece (per layer)
+        if numbers > MAX_PROJECTION_NUMBERS:
+            raise ValueError(f"dim {config.dim} x prompt_len {config.prompt_len} x hidden size {hidden_size}: the "
+                             f"projection would hold {numbers:,} numbers (limit {MAX_PROJECTION_NUMBERS:,}, 4 GiB in "
+                             "float32); use a smaller --dim or --prompt-len")  # fmt: skip
 
     def initialize(self, model: ModelAccess, seed: int) -> None:
         """P₀ from vocabulary embeddings (or seeded noise of the embeddings' scale), and z = 0: tuning starts at P₀."""

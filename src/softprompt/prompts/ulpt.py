@@ -17,6 +17,7 @@ Variants for the paper's analyses:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -42,7 +43,7 @@ class ULPTConfig(PromptConfig):
     use_shift: bool = True
     tune: Tuned = "z"  # "projection": z frozen, A learnable (the paper's Table 3)
     neutral_init: bool = False  # fit the start to the bare template's label distribution before training
-    neutral_steps: int = 10  # steps of that fit (on the training texts; labels unused): the benchmarked setting
+    neutral_steps: int = 30  # steps of that fit (on the training texts; labels unused): the benchmarked setting
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -50,8 +51,11 @@ class ULPTConfig(PromptConfig):
             raise ValueError(f"rank must be positive, got {self.rank}")
         if self.distribution not in ("normal", "uniform"):
             raise ValueError(f"distribution must be 'normal' or 'uniform', got {self.distribution!r}")
-        if self.projection_scale is not None and not self.projection_scale > 0:
-            raise ValueError(f"projection_scale must be positive, got {self.projection_scale}")
+        scale = self.projection_scale
+        if scale is not None and not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"projection_scale must be a positive number, got {self.projection_scale}")
+        if self.projection_seed < 0:
+            raise ValueError(f"projection_seed must be >= 0, got {self.projection_seed}")
         if self.tune not in ("z", "projection"):
             raise ValueError(f"tune must be 'z' or 'projection', got {self.tune!r}")
         if self.neutral_steps < 0:

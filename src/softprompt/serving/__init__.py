@@ -1,1 +1,2 @@
-"""Serving many tuned prompts on one frozen model: the prompt registry, tenants, export/import, and the server."""
+"""Serving many tuned prompts on one frozen model: registry (storage, tenants), engine (batching, prefix cache),
+HTTP app, client, and export/import."""

@@ -253,6 +253,7 @@ class Registry:
         self._connections: list[Any] = []
         self._lock = threading.Lock()
         self._closed = False
+        self.local_writes = 0  # writes through this object: its own PromptCache sees them at once (read-your-writes)
         self._db.init_schema(self._conn())
 
     # connections: one per thread, reopened when the server dropped it
@@ -283,6 +284,7 @@ class Registry:
 
     def _bump(self, conn: Any) -> None:
         self._execute(conn, "UPDATE sp_meta SET v = v + 1 WHERE k = 'generation'")
+        self.local_writes += 1  # (a rolled-back write only costs the caches one needless refresh)
 
     # --- prompts ---------------------------------------------------------------------------------------------------
     def put(self, tenant: str, name: str, blob: bytes, *, public: bool | None = None) -> PromptRecord:
@@ -557,7 +559,8 @@ class PromptCache:
 
     Which record a reference means ("name" = latest) is remembered too, and forgotten whenever the registry's
     generation changes (checked at most every `check_interval` seconds), so a new version, a deletion or a prompt
-    made private is seen within about that interval, by every replica that reads the same database.
+    made private is seen within about that interval, by every replica that reads the same database; a write made
+    through this cache's own `registry` object is seen by the next lookup.
     """
 
     def __init__(
@@ -580,6 +583,7 @@ class PromptCache:
         self._lock = threading.Lock()
         self._generation = registry.generation()
         self._checked = time.monotonic()
+        self._local_writes = registry.local_writes
         self.hits = 0
         self.misses = 0
 
@@ -617,6 +621,9 @@ class PromptCache:
 
     def _refresh(self) -> None:
         now = time.monotonic()
+        if self.registry.local_writes != self._local_writes:
+            self._local_writes = self.registry.local_writes
+            self._checked = 0.0  # our own write: look at the database now
         if now - self._checked < self.check_interval:
             return
         self._checked = now

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +120,13 @@ def read_lines(path: PathLike, name: str | None = None) -> Table:
 # ---------------------------------------------------------------- TSV and CSV
 
 
+def check_unique_columns(columns: Sequence[str], where: str) -> None:
+    """Two columns with one name (after stripping spaces) would silently lose one of them: an error instead."""
+    repeated = sorted(name for name, n in Counter(columns).items() if n > 1)
+    if repeated:
+        raise DataError(f"{where}: duplicate column name(s) {repeated}; rename them so each is unique")
+
+
 def _delimited_rows(text: Text, fmt: str) -> Iterator[tuple[int, list[str]]]:
     """(line, fields) of each non-blank row; a row's line is the one it starts on (a quoted field may span lines)."""
     tsv = fmt == "tsv"
@@ -151,6 +160,7 @@ def parse_delimited(
         if first is None:
             raise DataError(f"{text.name}: empty file, expected a header line with the column names")
         columns = columns or [c.strip() for c in first[1]]  # stripped: "label " is meant as "label"
+        check_unique_columns(columns, f"{text.name}:{first[0]} (header)")
     out = []
     for line, fields in rows:
         loc = location(text.name, line, len(out) + 1 if row_numbers else None)
@@ -186,13 +196,19 @@ def parse_jsonl(text: Text, row_numbers: bool = False) -> Table:
             continue
         loc = location(text.name, i, len(out) + 1 if row_numbers else None)
         try:
-            obj = json.loads(line)
+            obj = json.loads(line, object_pairs_hook=functools.partial(_unique_keys, loc))
         except json.JSONDecodeError as e:
             raise DataError(f"{loc}: invalid JSON: {e.msg} (character {e.colno})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{loc}: expected a JSON object, got {type(obj).__name__}")
         out.append((loc, obj))
     return Table(text.name, text.encoding, out)
+
+
+def _unique_keys(loc: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are unique; `{"label": 1, "label": 0}` would otherwise keep only the last."""
+    check_unique_columns([key for key, _ in pairs], loc)
+    return dict(pairs)
 
 
 def read_jsonl(path: PathLike, name: str | None = None) -> Table:

@@ -4,7 +4,8 @@ Warm-up + linear decay, gradient accumulation, evaluation every N steps with the
 the artifact, a final test evaluation, and exact resume: a checkpoint of prompt, optimiser and RNG state is written
 at every evaluation and at least every `checkpoint_every_s` seconds; batches and learning rate depend only on the
 step number, so a resumed run retraces the uninterrupted one. The output folder is a `softprompt.runs.RunFolder`,
-shared with CMA-ES search.
+shared with CMA-ES search. Launched as several processes (`accelerate launch`), it trains data parallel
+(training/parallel.py): each process scores its slice of every batch, gradients are averaged, process 0 writes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from softprompt.artifact import PromptArtifact
-from softprompt.checkpoint import load_optimizer_state, optimizer_state, restore_rng, rng_state
+from softprompt.checkpoint import load_checkpoint, load_optimizer_state, optimizer_state, restore_rng, rng_state
 from softprompt.evaluation import evaluate
 from softprompt.evaluator import LocalEvaluator
 from softprompt.prompts.base import SoftPrompt
@@ -29,6 +30,7 @@ from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example
 from softprompt.training.batches import batch_indices
 from softprompt.training.neutral import fit_to_template
+from softprompt.training.parallel import DataParallel
 from softprompt.training.schedule import linear_warmup_decay
 
 LOSSES = ("ce", "hinge")
@@ -69,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.max_grad_norm is not None and not self.max_grad_norm >= 0:
             raise ValueError(f"max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
         if not self.checkpoint_every_s > 0:
             raise ValueError(f"checkpoint_every_s must be positive, got {self.checkpoint_every_s}")
         if self.loss not in LOSSES:
@@ -120,11 +124,14 @@ def train_prompt(
         "model_fingerprint": backbone.fingerprint,
         "data": data_fingerprint(train, validation),
     }
-    run = RunFolder(Path(out_dir), identity, resume=resume, overwrite=overwrite)
+    parallel = DataParallel.from_env()  # None unless launched as several processes
+    # Process 0 owns the run folder; the others train in step with it and only read its checkpoint to resume.
+    writes = parallel is None or parallel.is_main
+    run = RunFolder(Path(out_dir), identity, resume=resume, overwrite=overwrite) if writes else None
     metric = task.primary_metric
     step = 0
     if resume:
-        tensors, state = run.restore()
+        tensors, state = run.restore() if run else load_checkpoint(Path(out_dir) / "checkpoint")
         prompt.load_state_tensors({k[len("prompt.") :]: v for k, v in tensors.items() if k.startswith("prompt.")})
     else:
         prompt.calibrate(evaluator, train)  # BBT/BBTv2: projection stds from the model, exactly as CMA-ES does
@@ -150,7 +157,8 @@ def train_prompt(
         tensors = {**{f"prompt.{k}": v for k, v in prompt.state_tensors().items()}, **opt_tensors, **rng_state()}
         run.checkpoint(step, tensors, {"optimizer": opt_meta})
 
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc=f"train {prompt.config.method}")
+    quiet = not progress or not writes  # a data-parallel replica shows no bar
+    bar = tqdm(total=config.steps, initial=step, disable=quiet, desc=f"train {prompt.config.method}")
     started = last_checkpoint = time.perf_counter()
     running: list[float] = []
     micro = config.batch_size // config.grad_accum
@@ -162,10 +170,14 @@ def train_prompt(
         total = 0.0
         for k in range(config.grad_accum):
             idx = batch_indices(len(train), micro, step * config.grad_accum + k, config.seed)
+            idx = parallel.shard(idx) if parallel else idx
             batch = scorer.encode([train[i] for i in idx])
             loss = scorer.loss(batch, prompt.materialize(), kind=config.loss) / config.grad_accum
             loss.backward()
             total += loss.item()
+        if parallel:
+            parallel.average_gradients(params)
+            total = parallel.average(total)
         if not math.isfinite(total):
             raise ValueError(
                 f"training diverged at step {step + 1} (loss {total}); lower the learning rate (it was "
@@ -177,6 +189,8 @@ def train_prompt(
         step += 1
         running.append(total)
         bar.update(1)
+        if run is None:  # a data-parallel replica: process 0 logs, evaluates and checkpoints
+            continue
         if step % config.log_every == 0:
             record = {"step": step, "loss": sum(running) / len(running), "lr": optimizer.param_groups[0]["lr"]}
             run.log.write({**record, "elapsed_s": round(time.perf_counter() - started, 2)})
@@ -196,6 +210,8 @@ def train_prompt(
             checkpoint()
             last_checkpoint = time.perf_counter()
     bar.close()
+    if run is None:
+        return TrainResult(Path(out_dir), -1, {}, None)
 
     # Final: the best prompt (what the artifact holds), scored on the held-out test split.
     best = run.best_artifact(backbone)

@@ -13,13 +13,15 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from softprompt.tasks.base import SPLITS, DataError, DataWarning, Example, Task
-from softprompt.tasks.custom.files import PathLike, read_file, read_rows
+from softprompt.tasks.custom.files import DataFile, PathLike, Row, read_file, read_rows
 from softprompt.tasks.custom.labels import to_examples, unknown_label, verbalizer_for
 from softprompt.tasks.custom.spec import GENERATION_METRICS, CustomTaskSpec, answer_prefix, check_spec, template_for
 from softprompt.tasks.fewshot import carve
+from softprompt.tasks.labels import check_classes, label_map
 
 
 def _with_loaders(task: Task, splits: Callable[[], dict[str, list[Example]]]) -> Task:
@@ -27,6 +29,29 @@ def _with_loaders(task: Task, splits: Callable[[], dict[str, list[Example]]]) ->
     task.loaders = {s: (lambda _root, s=s: splits()[s]) for s in SPLITS}
     task.hub_loaders = {s: (lambda s=s: splits()[s]) for s in SPLITS}
     return task
+
+
+def _check_overlap(files: dict[str, DataFile], allow: bool) -> None:
+    """A validation or test file with the training file's content scores the model on what it trained on."""
+    for split in ("validation", "test"):
+        if split in files and files[split].sha256 == files["train"].sha256:
+            same = "is" if files[split].path == files["train"].path else "has the same content as"
+            message = f"the {split} file {files[split].name} {same} the training file {files['train'].name}"
+            if not allow:
+                raise DataError(f"{message}: its scores would be scores on training data; pass a separate "
+                                "file, leave it out to carve one, or allow it with --allow-overlap")  # fmt: skip
+            warnings.warn(f"{message} (allowed): its scores are on training data", DataWarning, stacklevel=3)
+
+
+def _normalise_labels(rows: dict[str, list[Row]], known: list[str] | None, train_name: str) -> dict[str, list[Row]]:
+    """Rows whose label spellings are merged into one class each (tasks/labels.py), with a warning listing merges."""
+    train = [r.answer for r in rows.get("train", [])]
+    others = [r.answer for split, rs in rows.items() if split != "train" for r in rs]
+    labels = label_map(train, others, known)
+    if labels.merges:
+        warnings.warn(f"{train_name}: label spellings merged into one class each: {labels.describe()}",
+                      DataWarning, stacklevel=3)  # fmt: skip
+    return {split: [replace(r, answer=labels[r.answer]) for r in rs] for split, rs in rows.items()}
 
 
 def build_custom_task(spec: CustomTaskSpec) -> tuple[Task, list[Example], list[Example], list[Example]]:
@@ -37,8 +62,12 @@ def build_custom_task(spec: CustomTaskSpec) -> tuple[Task, list[Example], list[E
     check_spec(spec, template)
     read = functools.cache(lambda p: read_file(p, spec.format, spec.encoding))  # one read if a path repeats
     files = {s: read(getattr(spec, s)) for s in SPLITS if getattr(spec, s)}
+    _check_overlap(files, spec.allow_overlap)
     rows = {s: read_rows(f, spec) for s, f in files.items()}
     train_name = files["train"].name
+    if spec.kind == "classification":
+        rows = _normalise_labels(rows, list(spec.verbalizer) if spec.verbalizer is not None else None, train_name)
+        check_classes((r.answer for r in rows["train"]), train_name)
 
     prefix = answer_prefix(spec, template)
     if spec.kind == "generation":
@@ -116,9 +145,12 @@ def read_examples(task: Task, path: PathLike, spec: CustomTaskSpec | None = None
     if "{text_pair}" in task.template and not spec.text_pair_column:
         raise DataError(f"task {task.name!r} scores text pairs: name the second column with --text-pair-column")
     file = read_file(path, spec.format, spec.encoding)
+    rows = read_rows(file, spec)
+    if not generation:  # spellings of the task's labels are those labels (with a warning)
+        rows = _normalise_labels({"file": rows}, list(task.labels), file.name)["file"]
     # an unknown label is reported against the task's labels, not a verbalizer
     unknown = f"is not one of the task's labels {list(task.labels)}"
-    return to_examples(read_rows(file, spec), task, getattr(spec, answer), answer_prefix(spec, task.template), unknown)
+    return to_examples(rows, task, getattr(spec, answer), answer_prefix(spec, task.template), unknown)
 
 
 def with_file_loaders(task: Task) -> Task:

@@ -17,7 +17,15 @@ from typing import Any
 
 from softprompt.tasks.base import DataError, DataWarning
 from softprompt.tasks.custom.spec import COLUMN_FLAGS, CustomTaskSpec
-from softprompt.tasks.readers import USER_ENCODINGS, Table, decode, location, parse_delimited, parse_jsonl
+from softprompt.tasks.readers import (
+    USER_ENCODINGS,
+    Table,
+    check_unique_columns,
+    decode,
+    location,
+    parse_delimited,
+    parse_jsonl,
+)
 
 PathLike = str | os.PathLike[str]
 
@@ -45,6 +53,7 @@ def _read_parquet(path: Path, name: str) -> Table:
         pq = None
     if pq is not None:
         table = pq.read_table(path)
+        check_unique_columns(table.column_names, name)  # to_pylist would keep one of two same-named columns
         records, columns = table.to_pylist(), list(table.column_names)
     else:
         try:
@@ -56,6 +65,7 @@ def _read_parquet(path: Path, name: str) -> Table:
                 f"{name}: reading Parquet needs pyarrow: pip install pyarrow (or convert the file to CSV or JSONL)"
             ) from e
         records, columns = frame.to_dict("records"), [str(c) for c in frame.columns]
+        check_unique_columns(columns, name)
     return Table(name, "parquet", [(location(name, None, i), rec) for i, rec in enumerate(records, 1)], columns)
 
 

@@ -51,6 +51,7 @@ class CustomTaskSpec:
     target_prefix: str | None = None
     format: str | None = None  # csv | tsv | jsonl | parquet; default: from the file extension
     encoding: str | None = None  # default: utf-8, else utf-8-sig, cp1252, latin-1 (with a warning)
+    allow_overlap: bool = False  # a validation/test file that is the training file is an error unless this is set
 
     @property
     def kind(self) -> str:
@@ -141,11 +142,24 @@ def answer_prefix(spec: CustomTaskSpec, template: str) -> str:
     return "" if template[-1:].isspace() else " "
 
 
+def _check_columns(spec: CustomTaskSpec) -> None:
+    """The model reads only the text columns: one that is also the answer would hand it the answer."""
+    columns = spec.columns
+    answer = "target" if spec.target_column else "label"
+    for role in ("text", "text_pair"):
+        if role in columns and columns[role] == columns.get(answer):
+            raise DataError(f"column {columns[role]!r} is both the {role.replace('_', ' ')} ({COLUMN_FLAGS[role]}) and "
+                            f"the {answer} ({COLUMN_FLAGS[answer]}): the model would read the answer")  # fmt: skip
+    if columns.get("text_pair") == columns["text"]:
+        raise DataError(f"column {columns['text']!r} is both the text and the text pair; name two different columns")
+
+
 def check_spec(spec: CustomTaskSpec, template: str) -> None:
     if spec.label_column and spec.target_column:
         raise DataError("name either a label column (classification) or a target column (generation), not both")
     if not spec.label_column and not spec.target_column:
         raise DataError("name the label column (--label-column) or, for generation, the answer (--target-column)")
+    _check_columns(spec)
     try:
         placeholders = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
     except ValueError as e:

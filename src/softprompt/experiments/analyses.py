@@ -1,0 +1,282 @@
+"""The papers' analyses over a finished (or running) sweep folder: each writes NAME.png and the table behind it
+(NAME.csv, NAME.md). The grids that feed them are in experiments/ at the repository root.
+
+* curves        training loss (gradient: the logged mean loss; CMA-ES: the generation's mean loss) against step,
+                mean over seeds, one line per group of runs (`softprompt plot RUN_OR_SWEEP`)
+* shift-scale   ULPT ablation (paper Figure 3): none vs shift vs shift+scale, one panel of loss curves per rank,
+                and the final test metric of each variant
+* similarity    cosine similarity across ranks (Figure 4) of the learned shift vectors b and of the learned change
+                of the scale vectors s − 1 (s starts at ones, so s itself is trivially similar), matched by seed;
+                random D-dimensional vectors would give about ±1/√D
+* rank-length   test metric against trainable parameters, each group labelled by its rank and prompt length, so
+                ULPT at equal parameter count (n·r constant) sits beside vanilla prompt tuning
+* tune-projection  test metric of each group as bars (tune z vs tune the projection at equal budget, Table 3)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from softprompt.experiments.grid import RunSpec
+from softprompt.experiments.results import _csv, _fmt, _replace
+
+SPEC = "spec.json"
+
+
+# --- reading runs --------------------------------------------------------------------------------------------------
+def run_dirs(target: str | Path) -> list[Path]:
+    """A run folder itself, or every run folder of a sweep (those with a log)."""
+    target = Path(target)
+    if (target / "log.jsonl").exists():
+        return [target]
+    found = sorted(p.parent for p in target.glob("*/log.jsonl"))
+    if not found:
+        raise FileNotFoundError(f"{target}: neither a run folder nor a sweep folder (no log.jsonl in it or below)")
+    return found
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def describe_run(run_dir: Path) -> dict[str, Any]:
+    """What a run is (its group label, seed, prompt config) and what it gave (test/validation metric, params)."""
+    from softprompt.experiments.worker import read_result
+
+    spec, result = _json(run_dir / SPEC), read_result(run_dir)
+    meta = _json(run_dir / "prompt.json") or {}
+    config = meta.get("config") or {}
+    group = RunSpec.from_dict(spec).group if spec else run_dir.name
+    metrics = (meta.get("task") or {}).get("metrics") or [None]
+    metric = (result or {}).get("metric") or metrics[0]
+    summary = (result or {}).get("summary") or {}
+    validation = summary.get("validation") or summary.get("dev") or (meta.get("metrics") or {}).get("validation") or {}
+    return {
+        "dir": run_dir,
+        "group": group,
+        "seed": spec["seed"] if spec else 0,
+        "method": meta.get("method") or (spec or {}).get("method"),
+        "rank": config.get("rank"),
+        "prompt_len": config.get("prompt_len"),
+        "use_shift": config.get("use_shift"),
+        "use_scale": config.get("use_scale"),
+        "metric": metric,
+        "test": (summary.get("test") or {}).get(metric, math.nan),
+        "validation": validation.get(metric, math.nan),
+        "parameters": meta.get("num_trainable_parameters", math.nan),
+        "finished": result is not None and result.get("status") == "done",
+    }
+
+
+def loss_curve(run_dir: Path) -> tuple[list[int], list[float]]:
+    records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
+    points = [(r["step"], r.get("loss", r.get("loss_mean"))) for r in records if "split" not in r]
+    points = [(s, v) for s, v in points if isinstance(v, (int, float))]
+    return [s for s, _ in points], [float(v) for _, v in points]
+
+
+def _mean_curve(dirs: Sequence[Path]) -> tuple[list[int], list[float], list[float]]:
+    """Mean and std over runs at the steps all of them logged."""
+    curves = [dict(zip(*loss_curve(d), strict=True)) for d in dirs]
+    steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    means = [statistics.fmean(c[s] for c in curves) for s in steps]
+    stds = [statistics.stdev([c[s] for c in curves]) if len(curves) > 1 else 0.0 for s in steps]
+    return steps, means, stds
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _groups(runs: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], Any]) -> dict[Any, list[dict[str, Any]]]:
+    out: dict[Any, list[dict[str, Any]]] = {}
+    for run in runs:
+        out.setdefault(key(run), []).append(run)
+    return out
+
+
+# --- writing figures and tables ------------------------------------------------------------------------------------
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ValueError("plots need matplotlib: pip install 'softprompt[experiments]' (or pip install matplotlib)") \
+            from err  # fmt: skip
+    return plt
+
+
+def _write(out: Path, name: str, fig: Any, rows: list[dict[str, Any]], title: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / f"{name}.png"
+    if not fig.get_constrained_layout():
+        fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    _pyplot().close(fig)
+    _replace(out / f"{name}.csv", _csv(rows))
+    head = list(rows[0]) if rows else []
+    cells = [[_cell(r[k]) for k in head] for r in rows]
+    md = [f"# {title}\n", f"![{name}]({name}.png)\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    md += ["| " + " | ".join(c) + " |" for c in cells]
+    _replace(out / f"{name}.md", "\n".join(md) + "\n")
+    return png
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else "-"
+    return str(value)
+
+
+def _metric_rows(groups: dict[Any, list[dict[str, Any]]], **columns: Callable[[Any], Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, members in groups.items():
+        test, test_std = _mean_std([m["test"] for m in members])
+        val, val_std = _mean_std([m["validation"] for m in members])
+        rows.append({**{name: f(key) for name, f in columns.items()}, "seeds": len(members),
+                     "parameters": members[0]["parameters"], "metric": members[0]["metric"],
+                     "test": _fmt(test, test_std), "validation": _fmt(val, val_std),
+                     "test_mean": test, "test_std": test_std})  # fmt: skip
+    return rows
+
+
+# --- the analyses ------------------------------------------------------------------------------------------------
+def curves(target: str | Path, out: str | Path | None = None) -> Path:
+    """Training curves of a run or of every group of a sweep (mean over seeds)."""
+    plt = _pyplot()
+    runs = [describe_run(d) for d in run_dirs(target)]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    rows = []
+    for group, members in _groups(runs, lambda r: r["group"]).items():
+        steps, means, stds = _mean_curve([m["dir"] for m in members])
+        ax.plot(steps, means, label=f"{group} ({len(members)} seed{'s' * (len(members) > 1)})")
+        rows += [{"group": group, "step": s, "loss_mean": m, "loss_std": d, "runs": len(members)}
+                 for s, m, d in zip(steps, means, stds, strict=True)]  # fmt: skip
+    ax.set(xlabel="step (CMA-ES: model calls)", ylabel="training loss", title=f"training curves: {Path(target).name}")
+    ax.legend(fontsize=7)
+    return _write(Path(out or target), "curves", fig, rows, f"Training curves of {Path(target).name}")
+
+
+def _variant(run: dict[str, Any]) -> str:
+    return {(False, False): "none", (True, False): "shift", (False, True): "scale", (True, True): "shift+scale"}[
+        (bool(run["use_shift"]), bool(run["use_scale"]))
+    ]
+
+
+def shift_scale(sweep: str | Path, out: str | Path | None = None) -> Path:
+    plt = _pyplot()
+    runs = [r for r in map(describe_run, run_dirs(sweep)) if r["method"] == "ulpt"]
+    if not runs:
+        raise ValueError(f"{sweep}: no ULPT runs (the shift-scale grid is experiments/shift_scale.yaml)")
+    ranks = sorted({r["rank"] for r in runs})
+    fig, axes = plt.subplots(1, len(ranks), figsize=(5 * len(ranks), 4), squeeze=False)
+    order = ["none", "shift", "scale", "shift+scale"]
+    groups = _groups(runs, lambda r: (r["rank"], _variant(r)))
+    for ax, rank in zip(axes[0], ranks, strict=True):
+        for variant in order:
+            members = groups.get((rank, variant))
+            if not members:
+                continue
+            steps, means, _ = _mean_curve([m["dir"] for m in members])
+            test, _ = _mean_std([m["test"] for m in members])
+            ax.plot(steps, means, label=f"{variant} (test {test:.3f})")
+        ax.set(title=f"ULPT r={rank}", xlabel="step", ylabel="training loss")
+        ax.legend(fontsize=8)
+    keys = sorted(groups, key=lambda k: (k[0], order.index(k[1])))
+    rows = _metric_rows({k: groups[k] for k in keys}, rank=lambda k: k[0], variant=lambda k: k[1])
+    for row, key in zip(rows, keys, strict=True):
+        row["final_train_loss"] = _mean_std([loss_curve(m["dir"])[1][-1] for m in groups[key]])[0]
+    return _write(Path(out or sweep), "shift-scale", fig, rows, "ULPT shift/scale ablation")
+
+
+def similarity(sweep: str | Path, out: str | Path | None = None) -> Path:
+    import torch
+
+    from softprompt.artifact import PromptArtifact
+
+    plt = _pyplot()
+    runs = [
+        r for r in map(describe_run, run_dirs(sweep)) if r["method"] == "ulpt" and r["use_shift"] and r["use_scale"]
+    ]
+    if not runs:
+        raise ValueError(f"{sweep}: no ULPT runs with shift and scale (the grid is experiments/similarity.yaml)")
+    vectors: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+    for run in runs:
+        state = PromptArtifact.from_pretrained(run["dir"]).prompt.state_tensors()
+        vectors[(run["rank"], run["seed"])] = {"shift": state["shift"].float(), "scale - 1": state["scale"].float() - 1}
+    ranks = sorted({rank for rank, _ in vectors})
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    rows = []
+    for ax, kind in zip(axes, ("shift", "scale - 1"), strict=True):
+        matrix = [[math.nan] * len(ranks) for _ in ranks]
+        for i, a in enumerate(ranks):
+            for j, b in enumerate(ranks):
+                seeds = sorted({s for r, s in vectors if r == a} & {s for r, s in vectors if r == b})
+                cos = [float(torch.nn.functional.cosine_similarity(vectors[(a, s)][kind], vectors[(b, s)][kind], dim=0))
+                       for s in seeds]  # fmt: skip
+                matrix[i][j] = statistics.fmean(cos) if cos else math.nan
+                if i < j:
+                    rows.append({"vector": kind, "rank_a": a, "rank_b": b, "cosine": matrix[i][j], "seeds": len(seeds)})
+        image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="coolwarm")
+        ax.set_xticks(range(len(ranks)), [str(r) for r in ranks])
+        ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
+        for i in range(len(ranks)):
+            for j in range(len(ranks)):
+                ax.text(j, i, f"{matrix[i][j]:.2f}", ha="center", va="center", fontsize=8)
+        ax.set(title=f"cosine similarity of {kind}", xlabel="rank", ylabel="rank")
+    fig.colorbar(image, ax=list(axes), shrink=0.8)
+    return _write(Path(out or sweep), "similarity", fig, rows, "Cosine similarity of learned vectors across ranks")
+
+
+def rank_length(sweep: str | Path, out: str | Path | None = None) -> Path:
+    plt = _pyplot()
+    runs = [r for r in map(describe_run, run_dirs(sweep)) if r["finished"]]
+    if not runs:
+        raise ValueError(f"{sweep}: no finished runs yet")
+    groups = _groups(runs, lambda r: (r["method"], r["rank"], r["prompt_len"], r["parameters"]))
+    rows = _metric_rows(groups, method=lambda k: k[0], rank=lambda k: k[1], prompt_len=lambda k: k[2])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in sorted({row["method"] for row in rows}):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["parameters"])
+        ax.errorbar([r["parameters"] for r in mine], [r["test_mean"] for r in mine],
+                    yerr=[r["test_std"] for r in mine], fmt="o", capsize=3, label=method)  # fmt: skip
+        for r in mine:
+            text = f"n={r['prompt_len']}" + (f", r={r['rank']}" if r["rank"] is not None else "")
+            ax.annotate(text, (r["parameters"], r["test_mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set(xscale="log", xlabel="trainable parameters", ylabel=f"test {rows[0]['metric']}",
+           title="rank x prompt length at equal parameters")  # fmt: skip
+    ax.legend()
+    return _write(Path(out or sweep), "rank-length", fig, rows, "Rank x prompt length at equal trainable parameters")
+
+
+def tune_projection(sweep: str | Path, out: str | Path | None = None) -> Path:
+    plt = _pyplot()
+    runs = [r for r in map(describe_run, run_dirs(sweep)) if r["finished"]]
+    if not runs:
+        raise ValueError(f"{sweep}: no finished runs yet")
+    groups = _groups(runs, lambda r: r["group"])
+    rows = _metric_rows(groups, group=lambda k: k)
+    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(rows)), 4))
+    ax.bar(range(len(rows)), [r["test_mean"] for r in rows], yerr=[r["test_std"] for r in rows], capsize=4)
+    ax.set_xticks(range(len(rows)), [f"{r['group']}\n{r['parameters']:,} params" for r in rows], fontsize=7)
+    ax.set(ylabel=f"test {rows[0]['metric']}", title="tune z vs tune the projection")
+    return _write(Path(out or sweep), "tune-projection", fig, rows, "Tune z vs tune the projection")
+
+
+ANALYSES: dict[str, Callable[..., Path]] = {
+    "curves": curves,
+    "shift-scale": shift_scale,
+    "similarity": similarity,
+    "rank-length": rank_length,
+    "tune-projection": tune_projection,
+}

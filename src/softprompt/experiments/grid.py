@@ -1,0 +1,264 @@
+"""A sweep's grid file: tasks × models × method blocks (each block's list-valued settings are axes) × seeds.
+
+    name: sst2-ulpt-vs-pt
+    tasks: [sst2]                 # built-in names, or task files (.yaml/.json, `softprompt train --task-file`)
+    models: [smollm2-135m-instruct]
+    seeds: [0, 1]
+    common: {data_dir: data, steps: 30, max_eval_examples: 200}   # given to every run whose command takes it
+    runs:
+      - method: ulpt
+        rank: [2, 64]             # a list is an axis: one run per value
+      - method: prompt_tuning
+      - {method: bbt, budget: 300}  # bbt/bbtv2 run `softprompt blackbox` (CMA-ES); others `train` unless
+                                    # `optimizer: cmaes` is given
+
+A block may also list `cases:` (dicts of settings taken together, e.g. rank and prompt length at equal parameter
+count), crossed with its axes. Settings are the options of `softprompt train` / `softprompt blackbox` with
+underscores (`max_eval_examples`, `lr`, `shots`, `budget`, ...); a block's setting the command does not take is an
+error, a `common` one is given only to the commands that take it (an error if neither does).
+
+Every run gets a folder name made from its own settings (readable) and a hash of everything it runs with, so the
+name stays the same from one start of the sweep to the next, and a changed setting gives a new folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+COMMANDS = {"gradient": "train", "cmaes": "blackbox"}
+CMAES_ONLY = ("bbt", "bbtv2")
+TOP_KEYS = {"name", "tasks", "task", "models", "model", "seeds", "common", "runs", "resources", "out"}
+BLOCK_KEYS = {"method", "optimizer", "cases", "resources", "label"}
+PATH_KEYS = {"data_dir", "data", "validation", "test", "task_file"}
+NOT_SETTINGS = {"task", "task_file", "method", "model", "seed", "out", "resume", "overwrite", "quiet", "run", "command"}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: everything needed to start (or resume) it anywhere softprompt is installed."""
+
+    task: str
+    model: str
+    method: str
+    optimizer: str  # gradient | cmaes
+    seed: int
+    settings: dict[str, Any]  # the block's own settings (what tells this group from the others)
+    common: dict[str, Any] = field(default_factory=dict)
+    cpus: int = 1
+    gpus: float = 0.0
+    label: str = ""  # a block's name for its runs in tables and plots (default: method and settings)
+    base: str = ""  # the folder relative paths (task files, data_dir, ...) are taken from: the sweep's cwd
+
+    @property
+    def command(self) -> str:
+        return COMMANDS[self.optimizer]
+
+    @property
+    def task_name(self) -> str:
+        return Path(self.task).stem if _is_task_file(self.task) else self.task
+
+    @property
+    def group(self) -> str:
+        """Method and settings in words, without the seed: what the results table groups by."""
+        if self.label:
+            return self.label
+        words = [self.method + (" (cmaes)" if self.optimizer == "cmaes" and self.method not in CMAES_ONLY else "")]
+        return " ".join(words + [f"{k}={_text(v)}" for k, v in self.settings.items()])
+
+    @property
+    def name(self) -> str:
+        """Folder name: readable task, model, method, settings and seed, then a hash of the whole run."""
+        parts = [self.task_name, self.model, self.method, *(f"{k}{_text(v)}" for k, v in self.settings.items())]
+        if self.optimizer == "cmaes" and self.method not in CMAES_ONLY:
+            parts.insert(3, "cmaes")
+        slug = re.sub(r"[^A-Za-z0-9.=+-]+", "_", "-".join(parts))[:100]
+        digest = hashlib.sha256(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:8]
+        return f"{slug}-seed{self.seed}-{digest}"
+
+    def identity(self) -> dict[str, Any]:
+        """What the run computes (resources excluded: they change where it runs, not what it gives)."""
+        out = asdict(self)
+        for key in ("cpus", "gpus", "label", "base"):
+            out.pop(key)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        return cls(**data)
+
+    def argv(self, out_dir: str | Path) -> list[str]:
+        """The `softprompt` command line of this run (without --resume/--overwrite); relative paths made absolute."""
+        task = ["--task-file", self._path(self.task)] if _is_task_file(self.task) else ["--task", self.task]
+        argv = [self.command, *task, "--method", self.method, "--model", self.model, "--seed", str(self.seed)]
+        options = command_options(self.command)
+        for key, value in {**self.common, **self.settings}.items():
+            argv += _flag(options[key], self._path(value) if key in PATH_KEYS else value)
+        return [*argv, "--out", str(out_dir), "--quiet"]
+
+    def _path(self, value: Any) -> Any:
+        if not isinstance(value, str) or Path(value).is_absolute() or not self.base:
+            return value
+        return str(Path(self.base) / value)
+
+
+def _is_task_file(task: str) -> bool:
+    return task.endswith((".yaml", ".yml", ".json"))
+
+
+def _text(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _flag(action: argparse.Action, value: Any) -> list[str]:
+    """The command-line words that set `action` to `value` (--flag / --no-flag for booleans)."""
+    flag = action.option_strings[0]
+    if isinstance(value, bool):
+        negative = [s for s in action.option_strings if s.startswith("--no-")]
+        if value or not negative:
+            return [flag] if value else []
+        return [negative[0]]
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [flag, *map(str, value)]
+    return [flag, str(value)]
+
+
+def _canonical(settings: dict[str, Any], options: dict[str, argparse.Action]) -> dict[str, Any]:
+    """Setting names as the options' destinations: `scale` (the flag --scale) becomes `use_scale`."""
+    by_flag = {s[2:].replace("-", "_"): dest for dest, a in options.items() for s in a.option_strings}
+    return {key if key in options else by_flag.get(key, key): value for key, value in settings.items()}
+
+
+def command_options(command: str) -> dict[str, argparse.Action]:
+    """dest -> argparse action of `softprompt COMMAND` (what a grid may set for it)."""
+    from softprompt.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices[command]._actions if a.option_strings and a.dest != "help"}
+
+
+@dataclass
+class Grid:
+    name: str
+    runs: list[RunSpec]
+    source: dict[str, Any]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _expand(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """Settings dicts of a block: the product of its list-valued settings, crossed with its `cases`."""
+    cases = block.get("cases") or [{}]
+    if not isinstance(cases, list) or not all(isinstance(c, dict) for c in cases):
+        raise ValueError(f"{where}: cases must be a list of mappings (settings taken together)")
+    axes = {k: v for k, v in block.items() if k not in BLOCK_KEYS}
+    keys = list(axes)
+    out = []
+    for values in itertools.product(*(_as_list(axes[k]) for k in keys)):
+        for case in cases:
+            both = set(keys) & set(case)
+            if both:
+                raise ValueError(f"{where}: {sorted(both)} set both in the block and in its cases")
+            out.append({**dict(zip(keys, values, strict=True)), **case})
+    return out
+
+
+def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
+    """Expand a grid (the parsed YAML) into runs, checking every setting against its command's options.
+
+    Relative paths stay as written in the runs' identity (so a folder name does not depend on where the checkout
+    is) and are taken from `base` (default: the current folder) when a run starts."""
+    base = base or Path.cwd()
+    if not isinstance(data, dict):
+        raise ValueError("a grid file is a mapping with tasks, models, seeds and runs (see `softprompt sweep --help`)")
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise ValueError(f"grid: unknown keys {sorted(unknown)}; known: {sorted(TOP_KEYS)}")
+    tasks = _as_list(data.get("tasks", data.get("task")))
+    models = _as_list(data.get("models", data.get("model", "smollm2-135m-instruct")))
+    seeds = _as_list(data.get("seeds", [0]))
+    blocks = data.get("runs")
+    if not tasks or tasks == [None]:
+        raise ValueError("grid: name at least one task (tasks: [sst2])")
+    if not isinstance(blocks, list) or not blocks or not all(isinstance(b, dict) and "method" in b for b in blocks):
+        raise ValueError("grid: runs must be a list of blocks, each with a method")
+    if not all(isinstance(s, int) for s in seeds):
+        raise ValueError(f"grid: seeds must be integers, got {seeds}")
+    tasks = [str(t) for t in tasks]
+    common = dict(data.get("common") or {})
+    resources = data.get("resources") or {}
+    options = {cmd: command_options(cmd) for cmd in COMMANDS.values()}
+    for opts in options.values():
+        common = _canonical(common, opts)
+    for key in common:
+        if key in NOT_SETTINGS or not any(key in opts for opts in options.values()):
+            raise ValueError(f"grid common: {key!r} is not an option of softprompt train or blackbox")
+    expanded: list[tuple[dict[str, Any], str, str, dict[str, Any], dict[str, Any]]] = []
+    for i, block in enumerate(blocks):
+        where = f"grid runs[{i}] ({block['method']})"
+        method = block["method"]
+        optimizer = block.get("optimizer", "cmaes" if method in CMAES_ONLY else "gradient")
+        if optimizer not in COMMANDS:
+            raise ValueError(f"{where}: optimizer must be gradient or cmaes, got {optimizer!r}")
+        command = COMMANDS[optimizer]
+        method_choices = options[command]["method"].choices
+        if method not in method_choices:
+            raise ValueError(f"{where}: softprompt {command} does not run method {method!r} ({sorted(method_choices)})")
+        res = {**resources, **(block.get("resources") or {})}
+        for settings in _expand(block, where):
+            settings = _canonical(settings, options[command])
+            bad = [k for k in settings if k in NOT_SETTINGS or k not in options[command]]
+            if bad:
+                raise ValueError(f"{where}: softprompt {command} has no option {', '.join(map(repr, bad))}")
+            own_common = {k: v for k, v in common.items() if k in options[command] and k not in settings}
+            expanded.append((block, method, optimizer, settings, {"common": own_common, **res}))
+    runs = [
+        RunSpec(
+            task=task,
+            model=str(model),
+            method=method,
+            optimizer=optimizer,
+            seed=seed,
+            settings=settings,
+            common=extra["common"],
+            cpus=int(extra.get("cpus", 1)),
+            gpus=float(extra.get("gpus", 0)),
+            label=str(block.get("label", "")),
+            base=str(base.resolve()),
+        )
+        for task in tasks
+        for model in models
+        for block, method, optimizer, settings, extra in expanded
+        for seed in seeds
+    ]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ValueError("grid: two runs have the same settings (a block or value is listed twice)")
+    return Grid(str(data.get("name", "sweep")), runs, data)
+
+
+def load_grid(path: str | Path) -> Grid:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from err
+    grid = parse_grid(data, Path.cwd())
+    if "name" not in (data or {}):
+        grid.name = path.stem
+    return grid

@@ -1,0 +1,128 @@
+"""The sweep's results table: one row per group of runs that differ only in their seed, mean ± std over seeds.
+
+    OUT/runs.csv     one row per finished run (its settings and final metrics)
+    OUT/results.csv  one row per group: n seeds, mean and std (sample std, n-1) of each metric
+    OUT/results.md   the same as a markdown table, `mean ± std`
+
+Metrics: the task's primary metric on test and on validation (black-box: dev), the trainable (searched) parameter
+count and the wall time. Both files are rewritten (atomically) each time a run finishes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+GROUP = ("task", "model", "method", "optimizer", "group")
+METRICS = ("test", "validation", "parameters", "wall_s")
+
+
+def run_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One finished run as a flat row."""
+    spec, summary, metric = result["spec"], result["summary"], result.get("metric")
+    task = Path(spec["task"]).stem if spec["task"].endswith((".yaml", ".yml", ".json")) else spec["task"]
+    validation = summary.get("validation") or summary.get("dev") or {}
+    from softprompt.experiments.grid import RunSpec
+
+    return {
+        "task": task,
+        "model": spec["model"],
+        "method": spec["method"],
+        "optimizer": spec["optimizer"],
+        "group": RunSpec.from_dict(spec).group,
+        "seed": spec["seed"],
+        "metric": metric,
+        "test": (summary.get("test") or {}).get(metric, math.nan),
+        "validation": validation.get(metric, math.nan),
+        "parameters": summary.get("trainable_parameters", summary.get("searched_parameters", math.nan)),
+        "wall_s": result.get("wall_s", math.nan),
+        "name": result["name"],
+    }
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def group_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows grouped by everything but the seed (first-seen order), with mean and std of each metric."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in GROUP), []).append(row)
+    out = []
+    for key, members in groups.items():
+        entry: dict[str, Any] = dict(zip(GROUP, key, strict=True))
+        entry["metric"] = members[0]["metric"]
+        entry["seeds"] = len(members)
+        for name in METRICS:
+            entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std([m[name] for m in members])
+        out.append(entry)
+    return out
+
+
+def _fmt(mean: float, std: float, digits: int = 4) -> str:
+    if not math.isfinite(mean):
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(groups: Sequence[dict[str, Any]], title: str = "") -> str:
+    head = ["task", "model", "run", "seeds", "metric", "test", "validation", "trainable params", "wall s"]
+    lines = [f"# {title}\n"] if title else []
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in groups:
+        cells = [
+            g["task"],
+            g["model"],
+            g["group"],
+            str(g["seeds"]),
+            str(g["metric"]),
+            _fmt(g["test_mean"], g["test_std"]),
+            _fmt(g["validation_mean"], g["validation_std"]),
+            f"{g['parameters_mean']:,.0f}" if math.isfinite(g["parameters_mean"]) else "-",
+            f"{g['wall_s_mean']:.1f}" if math.isfinite(g["wall_s_mean"]) else "-",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rows: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _replace(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_tables(out_dir: Path, results: Sequence[dict[str, Any]], title: str = "") -> list[dict[str, Any]]:
+    """Rewrite runs.csv, results.csv and results.md from the finished runs' results; returns the groups."""
+    rows = [run_row(r) for r in results if r.get("status") == "done"]
+    groups = group_rows(rows)
+    _replace(out_dir / "runs.csv", _csv(rows))
+    _replace(out_dir / "results.csv", _csv(groups))
+    _replace(out_dir / "results.md", markdown(groups, title))
+    return groups
+
+
+def read_runs(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The finished runs of a sweep folder (every */result.json), as rows."""
+    from softprompt.experiments.worker import read_result
+
+    results = [read_result(p.parent) for p in sorted(Path(out_dir).glob("*/result.json"))]
+    return [run_row(r) for r in results if r and r.get("status") == "done"]

@@ -1,0 +1,154 @@
+"""Run a grid of runs (softprompt.experiments.grid) to completion, on this machine or on a Ray cluster.
+
+    OUT/<run name>/          one run folder each (artifact, log.jsonl, checkpoint/, result.json)
+    OUT/grid.json            the grid as it was given (the record of what the table is of)
+    OUT/results.{csv,md}     the table, rewritten as runs finish (softprompt.experiments.results)
+
+Runs whose folder has `result.json` are finished and skipped; the others start, or resume from their checkpoint
+(softprompt.experiments.worker), so a sweep killed at any moment and started again loses nothing and runs nothing
+twice. One progress line per finished run.
+
+* Local: each run in its own subprocess, `jobs` at a time, each with `threads` torch threads (and OMP/MKL threads),
+  so N runs share the machine without oversubscribing it.
+* Ray (`ray_address`: "local" for a fresh local instance, "auto" or an address for a cluster, or an already
+  initialised `ray`): each run is one Ray task asking for its `cpus`/`gpus`; it runs the same worker function and
+  returns the same result. OUT must be a folder every node sees (shared storage).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from softprompt.experiments.grid import Grid, RunSpec
+from softprompt.experiments.results import write_tables
+from softprompt.experiments.worker import read_result
+
+
+@dataclass
+class SweepReport:
+    out_dir: Path
+    results: list[dict[str, Any]]
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.results if r.get("status") != "done"]
+
+
+def _python_path() -> str:
+    """PYTHONPATH for run processes: this checkout's softprompt first, whatever else is installed."""
+    src = str(Path(__file__).resolve().parents[2])
+    return os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+
+
+def _subprocess_run(spec: RunSpec, run_dir: Path, threads: int) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": _python_path()}
+    argv = [sys.executable, "-m", "softprompt.experiments.worker", "--spec", json.dumps(spec.to_dict()),
+            "--run-dir", str(run_dir), "--threads", str(threads)]  # fmt: skip
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if lines:
+        return json.loads(lines[-1])
+    error = [line for line in proc.stderr.splitlines() if line.strip()]
+    return {"name": spec.name, "spec": spec.to_dict(), "status": "failed",
+            "error": error[-1] if error else f"worker exit status {proc.returncode}"}  # fmt: skip
+
+
+def _local(pending: list[RunSpec], out_dir: Path, jobs: int, threads: int | None) -> Iterable[dict[str, Any]]:
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_subprocess_run, s, out_dir / s.name, threads or s.cpus) for s in pending]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _ray(pending: list[RunSpec], out_dir: Path, address: str, threads: int | None) -> Iterable[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError as err:
+        raise ValueError("--ray needs Ray: pip install 'softprompt[cluster]' (or pip install ray)") from err
+    from softprompt.experiments.worker import execute
+
+    if not ray.is_initialized():
+        # A local instance's workers import this checkout's softprompt, like the local subprocesses do.
+        env = {"env_vars": {"PYTHONPATH": _python_path()}} if address == "local" else None
+        ray.init(address=None if address == "local" else address, log_to_driver=False, runtime_env=env)
+    task = ray.remote(execute)
+    refs = [
+        task.options(num_cpus=s.cpus, num_gpus=s.gpus).remote(s.to_dict(), str(out_dir / s.name), threads or s.cpus)
+        for s in pending
+    ]
+    while refs:
+        done, refs = ray.wait(refs, num_returns=1)
+        yield ray.get(done[0])
+
+
+def run_sweep(
+    grid: Grid,
+    out_dir: str | Path,
+    *,
+    jobs: int = 1,
+    threads: int | None = None,
+    ray_address: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> SweepReport:
+    """Run every unfinished run of `grid` under `out_dir`; rewrite the results table as each one finishes."""
+    if jobs < 1:
+        raise ValueError(f"--jobs must be positive, got {jobs}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be positive, got {threads}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "grid.json").write_text(json.dumps(grid.source, indent=1))
+    results: dict[str, dict[str, Any]] = {}
+    pending: list[RunSpec] = []
+    skipped = []
+    for spec in grid.runs:
+        done = read_result(out_dir / spec.name)
+        if done is not None:
+            results[spec.name] = done
+            skipped.append(spec.name)
+        else:
+            pending.append(spec)
+    total = len(grid.runs)
+    echo(f"sweep {grid.name}: {total} runs, {len(skipped)} finished before, {len(pending)} to run -> {out_dir}")
+    if results:
+        write_tables(out_dir, _ordered(grid, results), grid.name)
+    started = time.perf_counter()
+    if not pending:
+        stream: Iterable[dict[str, Any]] = ()
+    elif ray_address:
+        stream = _ray(pending, out_dir, ray_address, threads)
+    else:
+        stream = _local(pending, out_dir, jobs, threads)
+    for count, result in enumerate(stream, 1):
+        results[result["name"]] = result
+        write_tables(out_dir, _ordered(grid, results), grid.name)
+        echo(_progress(result, count, len(pending), len(results), total, time.perf_counter() - started))
+    report = SweepReport(out_dir, _ordered(grid, results), skipped)
+    echo(f"sweep {grid.name}: {total - len(report.failed)}/{total} runs finished; table in {out_dir / 'results.md'}")
+    return report
+
+
+def _ordered(grid: Grid, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [results[s.name] for s in grid.runs if s.name in results]
+
+
+def _progress(result: dict[str, Any], count: int, pending: int, have: int, total: int, elapsed: float) -> str:
+    eta = elapsed / count * (pending - count)
+    head = f"[{have}/{total}] {result['name']}"
+    if result.get("status") != "done":
+        return f"{head}: FAILED: {result.get('error')} (eta {eta:.0f} s)"
+    metric, summary = result.get("metric"), result["summary"]
+    test = (summary.get("test") or {}).get(metric)
+    score = f"test {metric} {test:.4f}" if isinstance(test, float) else "no test split"
+    resumed = ", resumed" if result.get("resumed") else ""
+    return f"{head}: {score} ({result['wall_s']:.1f} s{resumed}; eta {eta:.0f} s)"

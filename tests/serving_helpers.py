@@ -1,0 +1,89 @@
+"""Shared set-up of the serving tests: a tiny causal model, prompts of several methods, lengths and tasks.
+
+`make_registry()` is the one place that picks the registry: a fresh SQLite one in a temporary folder."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+from softprompt.artifact import PromptArtifact
+from softprompt.scoring import Scorer
+from softprompt.serving.registry import PromptCache, Registry, open_registry
+from softprompt.tasks.base import Example, Task
+from softprompt.testing import tiny_backbone
+
+FIXTURES = Path(__file__).parent / "fixtures" / "format_v1"
+
+YES_NO = Task(name="yes-no", template="question : {text} ? answer :", labels=("no", "yes"), verbalizer=(" no", " yes"))
+# label words of two tokens each: scored by the multi-token path
+TWO_TOKEN = Task(name="two-token", template="text : {text} . it was", labels=("bad", "good"),
+                 verbalizer=(" not good", " very good"))  # fmt: skip
+TEXTS = ["the movie was very good and fun .", "bad", "a film : it is not boring", "great great", "awful !"]
+
+
+def make_registry(tmp_path: Path | None = None) -> Registry:
+    folder = tmp_path if tmp_path is not None else Path(tempfile.mkdtemp(prefix="softprompt-registry-"))
+    return open_registry(f"sqlite:///{folder}/registry.db")
+
+
+def make_cache(registry: Registry) -> PromptCache:
+    return PromptCache(registry, capacity=64)
+
+
+def backbone():
+    """The tiny Llama the format-1 fixture prompts were tuned on (init 0.5, so prompts change the answer)."""
+    return tiny_backbone("llama", init_scale=0.5)
+
+
+def artifacts() -> dict[str, PromptArtifact]:
+    """Prompts of three methods and three lengths (ULPT n=5, prompt tuning n=4, BBTv2 n=3 with deep prompts), on
+    three tasks (single-token verbalizers of two vocabularies, and two-token label words)."""
+    out = {m: PromptArtifact.from_pretrained(FIXTURES / d) for m, d in
+           (("ulpt", "ulpt"), ("prompt_tuning", "prompt"), ("bbtv2", "bbtv2"))}  # fmt: skip
+    out["ulpt_yes_no"] = dataclasses.replace(out["ulpt"], task=YES_NO)
+    out["bbtv2_two_token"] = dataclasses.replace(out["bbtv2"], task=TWO_TOKEN)
+    out["prompt_two_token"] = dataclasses.replace(out["prompt_tuning"], task=TWO_TOKEN)
+    return out
+
+
+def alone_probabilities(bb, artifact: PromptArtifact, text: str) -> torch.Tensor:
+    """Ground truth: the library's Scorer on this one text with this prompt alone (no engine, no cache)."""
+    scorer = Scorer(bb, artifact.task)
+    with torch.no_grad():
+        scores = scorer.label_scores(scorer.encode([Example(text)]), artifact.prompt.materialize())
+    return torch.softmax(scores[0].float(), -1)
+
+
+def as_vector(classification, task: Task) -> torch.Tensor:
+    return torch.tensor([classification.scores[name] for name in task.labels])
+
+
+@contextlib.contextmanager
+def live_server(app):
+    """uvicorn serving `app` on a free 127.0.0.1 port in a thread; yields the base URL, stops it afterwards."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

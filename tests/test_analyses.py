@@ -1,0 +1,115 @@
+"""The analyses (`softprompt analyze NAME`, `softprompt plot`) on a small sweep of tiny-model runs run in this
+process: each writes a PNG and a table whose numbers are those of the runs' own artifacts and logs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+
+import pytest
+import torch
+from test_sweep import write_task
+
+from softprompt.artifact import PromptArtifact
+from softprompt.cli import main
+from softprompt.experiments.grid import parse_grid
+from softprompt.experiments.worker import execute
+
+pytest.importorskip(
+    "matplotlib", reason="plots need matplotlib (optional extra: pip install 'softprompt[experiments]')"
+)
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("analyses")
+    task = write_task(folder)
+    grid = parse_grid(
+        {"tasks": [str(task)], "models": ["tiny-llama-steerable"], "seeds": [0, 1],
+         "common": {"steps": 6, "eval_every": 3, "log_every": 2, "batch_size": 4, "lr": 0.1, "max_test_examples": 8},
+         "runs": [{"method": "ulpt", "prompt_len": 4, "rank": [2, 4],
+                   "cases": [{"use_shift": False, "use_scale": False}, {"use_shift": True, "use_scale": True}]},
+                  {"method": "prompt_tuning", "prompt_len": 2}]},
+    )  # fmt: skip
+    out = folder / "sweep"
+    for spec in grid.runs:
+        assert execute(spec.to_dict(), out / spec.name, threads=1)["status"] == "done"
+    return out, grid
+
+
+def rows(path) -> list[dict]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_plot_draws_the_mean_training_curve_of_each_group(sweep):
+    out, grid = sweep
+    assert main(["plot", str(out)]) == 0
+    assert (out / "curves.png").read_bytes()[:8] == PNG
+    table = rows(out / "curves.csv")
+    assert len({r["group"] for r in table}) == 5
+    spec0, spec1 = grid.runs[0], grid.runs[1]  # the two seeds of the first group
+    losses = [
+        [r["loss"] for r in map(json.loads, (out / s.name / "log.jsonl").read_text().splitlines()) if "split" not in r]
+        for s in (spec0, spec1)
+    ]
+    mine = [r for r in table if r["group"] == spec0.group]
+    assert [int(r["step"]) for r in mine] == [2, 4, 6]
+    for r, a, b in zip(mine, *losses, strict=True):
+        assert float(r["loss_mean"]) == pytest.approx((a + b) / 2)
+        assert float(r["loss_std"]) == pytest.approx(statistics.stdev([a, b]))
+    assert main(["plot", str(out / spec0.name)]) == 0  # one run
+    assert (out / spec0.name / "curves.png").exists()
+
+
+def test_shift_scale_compares_variants_per_rank(sweep):
+    out, grid = sweep
+    assert main(["analyze", "shift-scale", str(out)]) == 0
+    assert (out / "shift-scale.png").read_bytes()[:8] == PNG
+    table = rows(out / "shift-scale.csv")
+    assert [(r["rank"], r["variant"]) for r in table] == [("2", "none"), ("2", "shift+scale"), ("4", "none"),
+                                                           ("4", "shift+scale")]  # fmt: skip
+    tests = [json.loads((out / s.name / "result.json").read_text())["summary"]["test"]["accuracy"]
+             for s in grid.runs if s.settings.get("rank") == 2 and not s.settings["use_shift"]]  # fmt: skip
+    assert float(table[0]["test_mean"]) == pytest.approx(statistics.fmean(tests))
+    assert "shift-scale.png" in (out / "shift-scale.md").read_text()
+
+
+def test_similarity_is_the_cosine_of_the_learned_vectors_matched_by_seed(sweep):
+    out, grid = sweep
+    assert main(["analyze", "similarity", str(out)]) == 0
+    table = rows(out / "similarity.csv")
+    assert {(r["vector"], r["rank_a"], r["rank_b"]) for r in table} == {("shift", "2", "4"), ("scale - 1", "2", "4")}
+
+    def state(rank: int, seed: int) -> dict[str, torch.Tensor]:
+        spec = next(s for s in grid.runs if s.settings.get("rank") == rank and s.seed == seed
+                    and s.settings.get("use_shift"))  # fmt: skip
+        return PromptArtifact.from_pretrained(out / spec.name).prompt.state_tensors()
+
+    for r in table:
+        key, offset = ("shift", 0.0) if r["vector"] == "shift" else ("scale", 1.0)
+        cos = [torch.nn.functional.cosine_similarity(state(2, s)[key] - offset, state(4, s)[key] - offset, dim=0)
+               for s in (0, 1)]  # fmt: skip
+        assert float(r["cosine"]) == pytest.approx(float(sum(cos) / 2), abs=1e-6)
+        assert r["seeds"] == "2"
+
+
+def test_rank_length_and_bars_report_parameters_and_metrics(sweep):
+    out, grid = sweep
+    assert main(["analyze", "rank-length", str(out), "--out", str(out / "figures")]) == 0
+    table = rows(out / "figures" / "rank-length.csv")
+    pt = next(r for r in table if r["method"] == "prompt_tuning")
+    assert int(pt["parameters"]) == 2 * 32  # n·D on the tiny model (D=32)
+    ulpt = sorted(int(r["parameters"]) for r in table if r["method"] == "ulpt" and r["rank"] == "2")
+    assert ulpt == [4 * 2, 4 * 2 + 2 * 32]  # n·r without shift and scale; n·r + 2·D with them
+    assert main(["analyze", "tune-projection", str(out)]) == 0
+    bars = rows(out / "tune-projection.csv")
+    assert len(bars) == 5 and all(math.isfinite(float(b["test_mean"])) for b in bars)
+
+
+def test_analyze_refuses_a_folder_without_runs(tmp_path, capsys):
+    assert main(["analyze", "shift-scale", str(tmp_path)]) == 2
+    assert "neither a run folder nor a sweep folder" in capsys.readouterr().err

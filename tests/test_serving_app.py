@@ -1,0 +1,311 @@
+"""The HTTP server: OpenAI compatibility (with the official client), classification, prompt CRUD, tenant isolation
+through every endpoint, limits, metrics, and two replicas on one registry."""
+
+import hashlib
+import time
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from serving_helpers import (
+    TEXTS,
+    alone_probabilities,
+    artifacts,
+    as_vector,
+    backbone,
+    live_server,
+    make_cache,
+    make_registry,
+)
+
+from softprompt.artifact import PromptArtifact
+from softprompt.serving.app import ServerLimits, create_app, render_chat
+from softprompt.serving.engine import Engine, EngineConfig
+from softprompt.testing import tiny_backbone
+
+ADMIN = "admin-secret"
+
+
+@pytest.fixture(scope="module")
+def bb():
+    return backbone()
+
+
+@pytest.fixture(scope="module")
+def arts():
+    return artifacts()
+
+
+class Server:
+    """An app over its own engine and a registry (shared when given), with tenants a and b."""
+
+    def __init__(self, bb, registry=None, limits=None, config=None):
+        self.registry = registry or make_registry()
+        self.engine = Engine(bb, make_cache(self.registry), config or EngineConfig(max_wait_ms=2))
+        self.app = create_app(self.engine, self.registry, admin_key=ADMIN, limits=limits)
+        self.http = TestClient(self.app)
+        self.keys = {}
+
+    def tenant(self, name):
+        r = self.http.post("/v1/tenants", json={"tenant": name}, headers=auth(ADMIN))
+        assert r.status_code == 201, r.text
+        self.keys[name] = r.json()["api_key"]
+        return self.keys[name]
+
+    def as_(self, tenant):
+        return auth(self.keys[tenant])
+
+    def upload(self, tenant, name, artifact, public=False):
+        return self.http.post(f"/v1/prompts/{name}", content=artifact.to_bytes(), params={"public": public},
+                              headers={**self.as_(tenant), "Content-Type": "application/octet-stream"})  # fmt: skip
+
+    def close(self):
+        self.engine.close()
+
+
+def auth(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def server(bb, arts):
+    s = Server(bb)
+    for t in ("a", "b"):
+        s.tenant(t)
+    for name in ("ulpt", "bbtv2", "ulpt_yes_no"):
+        assert s.upload("a", name, arts[name]).status_code == 201
+    assert s.upload("b", "secret", arts["prompt_tuning"]).status_code == 201
+    assert s.upload("b", "pub", arts["bbtv2_two_token"], public=True).status_code == 201
+    yield s
+    s.close()
+
+
+def test_official_openai_client_completions_chat_and_streaming(server, bb, arts):
+    openai = pytest.importorskip("openai")
+    with live_server(server.app) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=server.keys["a"], max_retries=0)
+        ids = {m.id for m in client.models.list()}
+        assert {"ulpt", "bbtv2", "ulpt_yes_no", "b/pub"} <= ids and "b/secret" not in ids
+
+        out = client.completions.create(model="ulpt", prompt=TEXTS[0], max_tokens=4, temperature=0)
+        with torch.no_grad():
+            want = bb.generate([TEXTS[0]], arts["ulpt"].prompt.materialize(), max_new_tokens=4)[0]
+        assert out.choices[0].text == want
+        assert out.usage.prompt_tokens == len(bb.tokenize(TEXTS[0]))
+        assert out.usage.total_tokens == out.usage.prompt_tokens + out.usage.completion_tokens
+
+        messages = [{"role": "user", "content": "is the movie good ?"}]
+        chat = client.chat.completions.create(model="bbtv2", messages=messages, max_tokens=5, temperature=0)
+        rendered = render_chat(bb.tokenizer, [type("M", (), m)() for m in messages])
+        with torch.no_grad():
+            want_chat = bb.generate([rendered], arts["bbtv2"].prompt.materialize(), max_new_tokens=5)[0]
+        assert chat.choices[0].message.content == want_chat and chat.choices[0].message.role == "assistant"
+
+        stream = client.completions.create(model="ulpt", prompt=TEXTS[0], max_tokens=4, temperature=0, stream=True)
+        assert "".join(c.choices[0].text for c in stream) == want
+        stream = client.chat.completions.create(model="bbtv2", messages=messages, max_tokens=5, temperature=0,
+                                                stream=True, stream_options={"include_usage": True})  # fmt: skip
+        chunks = list(stream)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want_chat
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == chat.usage.completion_tokens
+
+        with pytest.raises(openai.NotFoundError):
+            client.completions.create(model="b/secret", prompt="x", max_tokens=2)
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_stream_ends_with_done(server):
+    body = {"model": "ulpt", "prompt": "good", "max_tokens": 3, "stream": True}
+    with server.http.stream("POST", "/v1/completions", headers=server.as_("a"), json=body) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert r.status_code == 200 and lines[-1] == "data: [DONE]" and all(x.startswith("data: ") for x in lines)
+
+
+def test_classify_matches_the_library_and_reports_usage(server, bb, arts):
+    r = server.http.post("/v1/classify", headers=server.as_("a"), json={"model": "ulpt_yes_no", "texts": TEXTS[:3]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "ulpt_yes_no" and body["version"] == 1
+    assert body["usage"]["prompt_tokens"] == sum(len(bb.tokenize(t)) for t in TEXTS[:3])
+    for text, row in zip(TEXTS[:3], body["data"], strict=True):
+        got = as_vector(type("C", (), row), arts["ulpt_yes_no"].task)
+        torch.testing.assert_close(got, alone_probabilities(bb, arts["ulpt_yes_no"], text), atol=1e-5, rtol=1e-4)
+    # another tenant's public prompt (two-token labels) is usable by name
+    r = server.http.post("/v1/classify", headers=server.as_("a"), json={"model": "b/pub", "texts": TEXTS[:1]})
+    assert r.status_code == 200 and r.json()["model"] == "b/pub"
+
+
+def test_tenant_a_cannot_read_use_list_overwrite_or_delete_tenant_b_prompts(server):
+    a, http = server.as_("a"), server.http
+    before = http.get("/v1/prompts/secret", headers=server.as_("b")).json()
+    # read
+    for path in ("/v1/prompts/b/secret", "/v1/prompts/b/secret@1", "/v1/prompts/b/secret/content"):
+        r = http.get(path, headers=a)
+        assert r.status_code == 404 and "secret" not in str(http.get("/v1/prompts", headers=a).json())
+    # use
+    for path, body in (
+        ("/v1/classify", {"texts": ["x"]}),
+        ("/v1/completions", {"prompt": "x", "max_tokens": 2}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}),
+    ):
+        assert http.post(path, headers=a, json={"model": "b/secret", **body}).status_code == 404  # fmt: skip
+    # list
+    ids = {m["id"] for m in http.get("/v1/models", headers=a).json()["data"]}
+    assert "b/secret" not in ids and "b/pub" in ids
+    # change or delete: own namespace only, so b's prompts are simply not found
+    assert http.delete("/v1/prompts/secret", headers=a).status_code == 404
+    assert http.delete("/v1/prompts/pub", headers=a).status_code == 404  # public means readable, not writable
+    assert http.delete("/v1/prompts/b/secret", headers=a).status_code in (404, 405)
+    assert http.patch("/v1/prompts/secret", headers=a, json={"public": True}).status_code == 404
+    # "overwrite": uploading the same name creates a's own prompt; b's stays as it was
+    assert server.upload("a", "secret", artifacts()["ulpt"]).json()["owner"] == "a"
+    assert http.get("/v1/prompts/secret", headers=server.as_("b")).json() == before
+    assert server.upload("a", "b/secret", artifacts()["ulpt"]).status_code in (404, 405, 422)
+    # tenant administration is the admin's only
+    assert http.get("/v1/tenants", headers=a).status_code == 403
+    assert http.post("/v1/tenants", headers=a, json={"tenant": "c"}).status_code == 403
+    assert http.delete("/v1/tenants/b", headers=a).status_code == 403
+    assert http.get("/v1/prompts").status_code == 401 and http.get("/v1/prompts", headers=auth("x")).status_code == 401
+    # b still has everything
+    assert {p["id"] for p in http.get("/v1/prompts", headers=server.as_("b")).json()["data"]} >= {"secret", "pub"}
+
+
+def test_prompt_crud_versions_and_public_flag(server, arts):
+    http, a, b = server.http, server.as_("a"), server.as_("b")
+    r = server.upload("a", "ulpt", arts["prompt_tuning"])
+    assert r.status_code == 201 and r.json()["version"] == 2
+    assert http.get("/v1/prompts/ulpt", headers=a).json()["method"] == "prompt_tuning"
+    assert http.get("/v1/prompts/ulpt@1", headers=a).json()["method"] == "ulpt"
+    r = http.get("/v1/prompts/ulpt@1/content", headers=a)
+    assert hashlib.sha256(r.content).hexdigest() == r.headers["X-Prompt-Sha256"] == http.get(
+        "/v1/prompts/ulpt@1", headers=a).json()["sha256"]  # fmt: skip
+    assert PromptArtifact.from_bytes(r.content).method == "ulpt"
+    assert http.get("/v1/prompts/a/ulpt", headers=b).status_code == 404
+    assert http.patch("/v1/prompts/ulpt", headers=a, json={"public": True}).json()["public"] is True
+    assert http.get("/v1/prompts/a/ulpt", headers=b).status_code == 200
+    assert http.delete("/v1/prompts/ulpt", headers=a, params={"version": 2}).json()["deleted"] == 1
+    assert http.get("/v1/prompts/ulpt", headers=a).json()["version"] == 1
+    assert http.delete("/v1/prompts/ulpt", headers=a).json()["deleted"] == 1
+    assert http.get("/v1/prompts/ulpt", headers=a).status_code == 404
+
+
+def test_uploads_are_checked_before_they_reach_the_model(server, arts):
+    http = server.http
+    headers = {**server.as_("a"), "Content-Type": "application/octet-stream"}
+    blob = bytearray(arts["ulpt"].to_bytes())
+    blob[-3] ^= 0x55  # a flipped tensor byte: checksum
+    for bad in (b"", b"not an artifact", bytes(blob)):
+        r = http.post("/v1/prompts/bad", content=bad, headers=headers)
+        assert r.status_code == 422 and r.json()["error"]["message"]
+    other = artifacts()["ulpt"]
+    other.model = {**other.model, "fingerprint": "0" * 16}  # tuned on another model
+    r = server.upload("a", "other", other)
+    assert r.status_code == 422 and "fingerprint" in r.json()["error"]["message"]
+    assert http.post("/v1/prompts/bad%2Fname", content=arts["ulpt"].to_bytes(), headers=headers).status_code in (405,
+        404, 422)  # fmt: skip
+
+
+def test_limits_answer_413_422_429_and_504(bb, arts):
+    limits = ServerLimits(max_body_bytes=20_000, max_texts=3, max_input_tokens=8, max_new_tokens=5,
+                          request_timeout_s=0.3)  # fmt: skip
+    s = Server(bb, limits=limits, config=EngineConfig(max_batch_rows=64, max_wait_ms=60_000, max_queue_rows=4))
+    try:
+        s.tenant("a")
+        assert s.upload("a", "ulpt", arts["ulpt"]).status_code == 201
+        h = s.as_("a")
+        assert s.http.post("/v1/prompts/big", content=b"x" * 20_001, headers=h).status_code == 413
+        assert s.http.post("/v1/classify", headers=h, json={"model": "ulpt", "texts": ["x"] * 4}).status_code == 422
+        long = " ".join(["good"] * 9)
+        assert s.http.post("/v1/classify", headers=h, json={"model": "ulpt", "texts": [long]}).status_code == 422
+        r = s.http.post("/v1/completions", headers=h, json={"model": "ulpt", "prompt": "x", "max_tokens": 6})
+        assert r.status_code == 422 and "max_tokens" in r.json()["error"]["message"]
+        # the batcher waits a minute for company: the request times out (504) and is dropped from the queue
+        r = s.http.post("/v1/classify", headers=h, json={"model": "ulpt", "texts": ["good", "bad", "fun"]})
+        assert r.status_code == 504
+        # the timed-out request's 3 rows still sit in the queue (dropped when the batch is taken): 3 + 2 > 4 rows
+        r = s.http.post("/v1/classify", headers=h, json={"model": "ulpt", "texts": ["good", "bad"]})
+        assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+    finally:
+        s.close()
+
+
+def test_metrics_per_prompt_with_a_label_cap(bb, arts):
+    s = Server(bb, limits=ServerLimits(metrics_max_prompts=1))
+    try:
+        s.tenant("a")
+        for name in ("ulpt", "bbtv2"):
+            s.upload("a", name, arts[name])
+            r = s.http.post("/v1/classify", headers=s.as_("a"), json={"model": name, "texts": ["good"]})
+            assert r.status_code == 200
+        assert s.http.get("/metrics", headers=s.as_("a")).status_code == 403
+        text = s.http.get("/metrics", headers=auth(ADMIN)).text
+        assert 'softprompt_requests_total{endpoint="classify",prompt="a/ulpt",status="200"} 1.0' in text
+        assert 'softprompt_requests_total{endpoint="classify",prompt="other",status="200"} 1.0' in text
+        assert "a/bbtv2" not in text
+        assert "softprompt_prefix_cache_entries 2.0" in text and "softprompt_request_seconds_bucket" in text
+        assert 'softprompt_tokens_total{kind="prompt",prompt="a/ulpt"}' in text
+    finally:
+        s.close()
+
+
+def test_two_replicas_on_one_registry_serve_a_new_prompt_and_version_at_once(bb, arts):
+    registry = make_registry()
+    one = Server(bb, registry=registry)
+    two = Server(tiny_backbone("llama", init_scale=0.5), registry=registry)  # its own copy of the model
+    try:
+        key = one.tenant("a")
+        two.keys["a"] = key
+        assert one.upload("a", "p", arts["ulpt"]).status_code == 201
+        r = two.http.post("/v1/classify", headers=two.as_("a"), json={"model": "p", "texts": ["good"]})
+        assert r.status_code == 200 and r.json()["version"] == 1
+        assert one.upload("a", "p", arts["bbtv2"]).status_code == 201
+        deadline = time.monotonic() + 1.0  # a new version is served by every replica within a second
+        while True:
+            r = two.http.post("/v1/classify", headers=two.as_("a"), json={"model": "p", "texts": ["good"]})
+            if r.json()["version"] == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert r.json()["version"] == 2
+        got = as_vector(type("C", (), r.json()["data"][0]), arts["bbtv2"].task)
+        torch.testing.assert_close(got, alone_probabilities(bb, arts["bbtv2"], "good"), atol=1e-5, rtol=1e-4)
+    finally:
+        one.close()
+        two.close()
+
+
+def test_openapi_schema_lists_the_endpoints(server):
+    paths = server.http.get("/openapi.json").json()["paths"]
+    for path in ("/v1/completions", "/v1/chat/completions", "/v1/classify", "/v1/models", "/v1/prompts",
+                 "/v1/prompts/{name}", "/v1/tenants", "/healthz", "/metrics"):  # fmt: skip
+        assert path in paths
+    assert "application/octet-stream" in str(paths["/v1/prompts/{name}"]["post"]["requestBody"])
+
+
+def test_python_client_round_trip(server, bb, arts):
+    from softprompt import Client
+    from softprompt.serving.client import ServerError
+
+    with live_server(server.app) as url, Client(url, api_key=server.keys["b"]) as client:
+        assert client.register("mine", arts["ulpt"])["version"] == 1
+        assert {"mine", "secret", "pub"} <= {p["id"] for p in client.prompts()}
+        (row,) = client.classify("mine", ["good"])
+        torch.testing.assert_close(as_vector(type("C", (), row), arts["ulpt"].task),
+                                   alone_probabilities(bb, arts["ulpt"], "good"), atol=1e-5, rtol=1e-4)  # fmt: skip
+        with torch.no_grad():
+            want = bb.generate(["good"], arts["ulpt"].prompt.materialize(), max_new_tokens=3)[0]
+        assert client.complete("mine", "good", max_tokens=3, temperature=0) == want
+        assert client.download("mine").prompt.config == arts["ulpt"].prompt.config
+        assert client.delete("mine") == 1
+        with pytest.raises(ServerError, match="404"):
+            client.classify("mine", ["good"])
+        with pytest.raises(ServerError, match="403"):
+            client.create_tenant("c")
+
+
+def test_serve_command_rejects_bad_limits_with_one_line(capsys):
+    from softprompt.cli import main
+
+    assert main(["serve", "--max-batch", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--max-batch" in err

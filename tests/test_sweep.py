@@ -1,0 +1,198 @@
+"""`softprompt sweep`: grid expansion, the command each run gets, the results table, and kill -9 then restart (on the
+tiny models, with the synthetic task written to files)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from synthetic import synthetic_examples
+
+from softprompt.artifact import PromptArtifact
+from softprompt.checkpoint import has_checkpoint
+from softprompt.cli import build_parser
+from softprompt.experiments.grid import load_grid, parse_grid
+from softprompt.experiments.results import group_rows, run_row
+from softprompt.experiments.worker import execute, read_result
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def write_task(folder: Path) -> Path:
+    """The synthetic sentiment task as jsonl files plus a task file (what `--task-file` reads)."""
+    for split, n, seed in (("train", 48, 0), ("validation", 16, 1), ("test", 16, 2)):
+        rows = [{"text": e.text, "label": ("negative", "positive")[e.label]} for e in synthetic_examples(n, seed)]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"name": "synthetic", "train": "train.jsonl", "validation": "validation.jsonl", "test": "test.jsonl",
+            "label_column": "label", "template": "review : {text} . sentiment :"}  # fmt: skip
+    path = folder / "synthetic.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_grid_expands_axes_cases_and_seeds_with_stable_names(tmp_path):
+    grid = parse_grid(
+        {
+            "tasks": ["sst2", "rte"],
+            "models": ["tiny-llama"],
+            "seeds": [0, 1],
+            "common": {"steps": 30, "max_eval_examples": 50, "budget": 100},
+            "runs": [
+                {"method": "ulpt", "rank": [2, 64], "use_shift": [True, False]},
+                {"method": "ulpt", "cases": [{"rank": 4, "prompt_len": 10}, {"rank": 8, "prompt_len": 5}]},
+                {"method": "prompt_tuning"},
+                {"method": "bbt", "popsize": 4},
+            ],
+        },
+        tmp_path,
+    )
+    # 2 tasks x (4 + 2 + 1 + 1 settings) x 2 seeds
+    assert len(grid.runs) == 2 * 8 * 2
+    assert len({r.name for r in grid.runs}) == len(grid.runs)
+    assert [r.seed for r in grid.runs[:4]] == [0, 1, 0, 1]  # a group's seeds are adjacent
+    cases = [(r.settings["rank"], r.settings["prompt_len"]) for r in grid.runs if "prompt_len" in r.settings]
+    assert set(cases) == {(4, 10), (8, 5)}
+    bbt = next(r for r in grid.runs if r.method == "bbt")
+    assert bbt.command == "blackbox" and bbt.common == {"budget": 100}  # steps/max_eval_examples are train's only
+    ulpt = grid.runs[0]
+    assert ulpt.command == "train" and ulpt.common == {"steps": 30, "max_eval_examples": 50}
+    again = parse_grid(grid.source, tmp_path)
+    assert [r.name for r in again.runs] == [r.name for r in grid.runs]  # the same folder names every start
+    changed = parse_grid({**grid.source, "common": {"steps": 31, "max_eval_examples": 50, "budget": 100}}, tmp_path)
+    assert {r.name for r in changed.runs if r.command == "train"}.isdisjoint(r.name for r in grid.runs)
+
+
+def test_each_run_is_the_command_line_its_settings_say():
+    grid = parse_grid(
+        {
+            "tasks": ["sst2"],
+            "seeds": [3],
+            "common": {"data_dir": "/data", "steps": 7},
+            "runs": [{"method": "ulpt", "rank": 4, "use_scale": False, "lr": 0.3}],
+        }  # fmt: skip
+    )
+    (run,) = grid.runs
+    args = build_parser().parse_args(run.argv("/tmp/x"))
+    assert (args.command, args.task, args.method, args.seed, args.out) == ("train", "sst2", "ulpt", 3, "/tmp/x")
+    assert (args.rank, args.use_scale, args.lr, args.steps, args.data_dir) == (4, False, 0.3, 7, "/data")
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "rnak": 2}]}, "no option 'rnak'"),
+        ({"tasks": ["sst2"], "runs": [{"method": "nope"}]}, "does not run method 'nope'"),
+        ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "budget": 5}]}, "no option 'budget'"),
+        ({"tasks": ["sst2"], "common": {"stepz": 1}, "runs": [{"method": "ulpt"}]}, "'stepz' is not an option"),
+        ({"tasks": ["sst2"], "runs": [{"method": "ulpt"}, {"method": "ulpt"}]}, "same settings"),
+        ({"runs": [{"method": "ulpt"}]}, "at least one task"),
+        ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "seed": 1}]}, "no option 'seed'"),
+    ],
+)
+def test_bad_grids_are_refused_with_a_clear_message(grid, message):
+    with pytest.raises(ValueError, match=message):
+        parse_grid(grid)
+
+
+def test_results_table_groups_seeds_with_mean_and_sample_std():
+    def result(seed: int, rank: int, test: float) -> dict:
+        grid = parse_grid({"tasks": ["sst2"], "seeds": [seed], "runs": [{"method": "ulpt", "rank": rank}]})
+        spec = grid.runs[0]
+        summary = {"test": {"accuracy": test}, "validation": {"accuracy": test / 2}, "trainable_parameters": rank}
+        return {"name": spec.name, "spec": spec.to_dict(), "status": "done", "metric": "accuracy",
+                "summary": summary, "wall_s": 1.0}  # fmt: skip
+
+    tests = {2: [0.5, 0.7, 0.9], 64: [0.8, 0.6]}
+    rows = [run_row(result(seed, rank, t)) for rank, values in tests.items() for seed, t in enumerate(values)]
+    groups = group_rows(rows)
+    assert [(g["group"], g["seeds"]) for g in groups] == [("ulpt rank=2", 3), ("ulpt rank=64", 2)]
+    for g, values in zip(groups, tests.values(), strict=True):
+        assert g["test_mean"] == pytest.approx(statistics.fmean(values))
+        assert g["test_std"] == pytest.approx(statistics.stdev(values))
+        assert g["validation_mean"] == pytest.approx(statistics.fmean(values) / 2)
+
+
+def sweep_grid(folder: Path, steps: int) -> Path:
+    task = write_task(folder)
+    grid = {
+        "name": "tiny",
+        "tasks": [str(task)],
+        "models": ["tiny-llama-steerable"],
+        "common": {"batch_size": 4, "lr": 0.1, "log_every": 5, "checkpoint_every_s": 0.01, "max_test_examples": 8},
+        "runs": [
+            {"method": "bbt", "budget": 16, "popsize": 4, "prompt_len": 4, "dim": 8, "shots": 4, "eval_every": 8},
+            {"method": "ulpt", "prompt_len": 4, "rank": 2, "steps": steps, "eval_every": steps // 2},
+        ],
+    }
+    path = folder / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def start_sweep(grid: Path, out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "softprompt", "sweep", str(grid), "--out", str(out)]
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_sweep_killed_mid_run_then_restarted_loses_nothing_and_runs_nothing_twice(tmp_path):
+    grid_file = sweep_grid(tmp_path, steps=400)
+    grid = load_grid(grid_file)
+    out = tmp_path / "sweep"
+    first, second = (out / run.name for run in grid.runs)
+    proc = start_sweep(grid_file, out)
+    deadline = time.time() + 600
+    while not ((first / "result.json").exists() and has_checkpoint(second / "checkpoint")):
+        assert proc.poll() is None, f"the sweep ended before it could be killed:\n{proc.stdout.read()}"
+        assert time.time() < deadline, "the sweep made no progress"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (second / "result.json").exists(), "the second run should have been killed mid-run"
+    time.sleep(1.0)  # the worker dies with the sweep (PR_SET_PDEATHSIG); nothing may write after this
+
+    restarted = start_sweep(grid_file, out)
+    output, _ = restarted.communicate(timeout=900)
+    assert restarted.returncode == 0, output
+    assert "2 runs, 1 finished before, 1 to run" in output
+
+    # Nothing twice: the finished run was not started again; the interrupted one was resumed once.
+    assert [json.loads(line)["resume"] for line in (first / "attempts.jsonl").read_text().splitlines()] == [False]
+    assert [json.loads(line)["resume"] for line in (second / "attempts.jsonl").read_text().splitlines()] == [
+        False,
+        True,
+    ]
+    steps = [r["step"] for r in map(json.loads, (second / "log.jsonl").read_text().splitlines()) if "loss" in r
+             and "split" not in r]  # fmt: skip
+    assert steps == list(range(5, 401, 5))  # one training-loss record per logged step, none lost or repeated
+
+    # Nothing lost: the resumed run ends with the prompt and metrics of the same run done in one go.
+    spec = grid.runs[1]
+    reference = execute(spec.to_dict(), tmp_path / "reference", threads=1)
+    resumed = read_result(second)
+    assert resumed["summary"]["test"] == reference["summary"]["test"]
+    a = PromptArtifact.from_pretrained(second).prompt.state_tensors()
+    b = PromptArtifact.from_pretrained(tmp_path / "reference").prompt.state_tensors()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+    table = (out / "results.md").read_text()
+    assert f"| synthetic | tiny-llama-steerable | {spec.group} | 1 |" in table and spec.group.startswith("ulpt ")
+    assert "bbt budget=16" in table
+
+
+def test_a_failing_run_is_reported_not_recorded_as_finished(tmp_path):
+    task = write_task(tmp_path)
+    grid = parse_grid({"tasks": [str(task)], "models": ["tiny-llama"], "runs": [{"method": "ulpt", "lr": -1.0}]})
+    (spec,) = grid.runs
+    result = execute(spec.to_dict(), tmp_path / spec.name, threads=1)
+    assert result["status"] == "failed" and "lr must be a positive number" in result["error"]
+    assert read_result(tmp_path / spec.name) is None  # a later start of the sweep tries it again
