@@ -92,9 +92,9 @@ def test_seeded_sampling_does_not_depend_on_the_batch(bb, arts):
     finally:
         engine.close()
     with torch.no_grad():
-        assert outs[0] == bb.generate([TEXTS[0]], arts["ulpt"].prompt.materialize(), **sample.generate_kwargs())[0]
+        assert outs[0] == bb.generate([TEXTS[0]], arts["ulpt"].prompt.materialize(), options=sample)[0]
         assert outs[2] == bb.generate([TEXTS[2]], arts["prompt_tuning"].prompt.materialize(),
-                                      **sample.generate_kwargs())[0]  # fmt: skip
+                                      options=sample)[0]  # fmt: skip
 
 
 def test_prefix_cache_keys_never_cross_prompts(bb, arts):

@@ -38,7 +38,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from softprompt.artifact import ArtifactError, PromptArtifact, check_model
-from softprompt.models.backbone import Backbone
+from softprompt.models.backbone import Backbone, GenerationOptions
 from softprompt.models.inputs import PromptInputs
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example, Task
@@ -78,26 +78,6 @@ class EngineConfig:
     def __post_init__(self) -> None:
         if self.max_batch_rows < 1 or self.max_queue_rows < 1 or self.max_wait_ms < 0 or self.prefix_cache_bytes < 0:
             raise ValueError(f"invalid engine limits: {self}")
-
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    max_new_tokens: int = 32
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1):
-            raise ValueError(f"sampling needs temperature > 0 and 0 < top_p <= 1, got {self.temperature}, {self.top_p}")
-
-    def generate_kwargs(self) -> dict[str, Any]:
-        return {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample, "temperature": self.temperature,
-                "top_p": self.top_p, "stop": list(self.stop), "seed": self.seed}  # fmt: skip
 
 
 @dataclass
@@ -398,7 +378,7 @@ class Engine:
         options = requests[0].options
         prompts = [self.prepared.get(r.record, r.artifact) for r in requests]
         texts = [r.texts[0] for r in requests]
-        outs = self.backbone.generate(texts, PromptInputs.stack(prompts), **options.generate_kwargs())
+        outs = self.backbone.generate(texts, PromptInputs.stack(prompts), options=options)
         self.forward_passes += 1
         results = []
         for text, out in zip(texts, outs, strict=True):
