@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import markdown_table, write_results
-from serving_setup import sst2_sentences, ulpt_prompts
+from serving_setup import serving_backbone, sst2_sentences, ulpt_prompts
 
-from softprompt.models import DEFAULT_MODEL, load_backbone
+from softprompt.models import DEFAULT_MODEL
 from softprompt.serving.engine import Engine, EngineConfig
 
 
@@ -47,12 +47,7 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="results file name (default prefix_cache[_tiny])")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if args.model == "tiny":
-        from softprompt.testing import tiny_backbone
-
-        backbone = tiny_backbone("llama", max_length=256)
-    else:
-        backbone = load_backbone(args.model)
+    backbone = serving_backbone(args.model)
     texts = sst2_sentences(args.requests)
     tokens = [len(backbone.tokenize(t)) for t in texts]
     source = ulpt_prompts(backbone, args.prompts, args.prompt_len)

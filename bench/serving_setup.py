@@ -11,10 +11,19 @@ import torch
 
 from softprompt.api import get_task, new_prompt
 from softprompt.artifact import PromptArtifact
-from softprompt.models import Backbone
+from softprompt.models import Backbone, load_backbone
 from softprompt.prompts import ULPTConfig
 
 SST2_DEV = Path(__file__).resolve().parents[1] / "data" / "glue" / "SST-2" / "dev.tsv"
+
+
+def serving_backbone(model: str) -> Backbone:
+    """The benchmarks' model: a loadable name, or 'tiny' for a tiny random Llama (a quick check)."""
+    if model == "tiny":
+        from softprompt.testing import tiny_backbone
+
+        return tiny_backbone("llama", max_length=256)
+    return load_backbone(model)
 
 
 def sst2_sentences(count: int) -> list[str]:
