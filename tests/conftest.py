@@ -19,3 +19,15 @@ def data_dir() -> Path:
     if not root.is_dir():
         pytest.skip(f"no test data at {root} (set SOFTPROMPT_TEST_DATA_DIR)")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny random Llama saved as a model folder (what `--model PATH` loads)."""
+    from softprompt.testing import tiny_backbone
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    backbone = tiny_backbone()
+    backbone.model.save_pretrained(folder)
+    backbone.tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -8,15 +8,6 @@ from softprompt.cli import main
 from softprompt.testing import tiny_backbone
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    backbone = tiny_backbone()
-    backbone.model.save_pretrained(folder)
-    backbone.tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def run_cli(capsys, *argv: str) -> tuple[int, list[dict], str]:
     try:
         code = main(list(argv))

@@ -12,16 +12,6 @@ from softprompt.artifact import PromptArtifact
 from softprompt.cli import main
 from softprompt.prompts import REGISTRY, build_prompt
 from softprompt.serving.registry import open_registry
-from softprompt.testing import tiny_backbone
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    backbone = tiny_backbone()
-    backbone.model.save_pretrained(folder)
-    backbone.tokenizer.save_pretrained(folder)
-    return folder
 
 
 def save_artifact(folder, method: str, seed: int, model: dict):

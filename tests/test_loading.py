@@ -8,7 +8,6 @@ import torch
 from softprompt.cli.common import add_model_args
 from softprompt.models import hardware, load_backbone
 from softprompt.models.hardware import choose_dtype, cpu_flags, resolve_dtype
-from softprompt.testing import tiny_backbone
 
 AVX2_ONLY = frozenset("fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma bmi2".split())
 AVX512_NO_BF16 = AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
@@ -54,15 +53,6 @@ def test_explicit_dtypes_pass_through(name, expected):
 def test_unknown_dtype_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
         resolve_dtype("fp8")
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    backbone = tiny_backbone()
-    backbone.model.save_pretrained(folder)
-    backbone.tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 def dtype_lines(capsys) -> list[str]:

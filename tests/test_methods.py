@@ -288,15 +288,6 @@ def test_train_help_lists_every_new_option(capsys):
     assert "--folded" not in text
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    backbone = tiny_backbone()
-    backbone.model.save_pretrained(folder)
-    backbone.tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 @pytest.mark.parametrize(
     ("method", "options", "expected"),
     [
