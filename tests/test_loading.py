@@ -5,9 +5,9 @@ import argparse
 import pytest
 import torch
 
-from softprompt.cli.common import add_model_args
+from softprompt.cli.common import add_model_args, backbone_from_args
 from softprompt.models import hardware, load_backbone
-from softprompt.models.hardware import choose_dtype, cpu_flags, resolve_dtype
+from softprompt.models.hardware import choose_device, choose_dtype, cpu_flags, resolve_dtype
 
 AVX2_ONLY = frozenset("fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma bmi2".split())
 AVX512_NO_BF16 = AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
@@ -130,3 +130,48 @@ def test_interrupted_first_load_leaves_no_cache(monkeypatch, tmp_path):
     with pytest.raises(OSError, match="disk full"):
         loading.materialise_embedded("fake")
     assert list((tmp_path / "cache" / "models").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("requested", "gpus", "local_rank", "expected"),
+    [
+        ("auto", 0, None, "cpu"),
+        ("auto", 0, 1, "cpu"),  # a multi-process CPU run (gloo) stays on the CPU
+        ("auto", 2, None, "cuda:0"),
+        ("auto", 2, 3, "cuda:1"),  # accelerate/torchrun: process LOCAL_RANK takes GPU LOCAL_RANK (mod the count)
+        ("cuda", 4, 2, "cuda:2"),
+        ("cuda:1", 2, None, "cuda:1"),
+        ("CPU", 2, 0, "cpu"),  # asked for: the CPU even on a GPU machine
+    ],
+)
+def test_device_rule(requested, gpus, local_rank, expected):
+    assert choose_device(requested, gpus, local_rank)[0] == torch.device(expected)
+
+
+@pytest.mark.parametrize(
+    ("requested", "gpus", "message"),
+    [("cuda", 0, "no CUDA device"), ("cuda:2", 2, "has 2 CUDA device"), ("gpu", 1, "unknown device"),
+     ("meta", 1, "unsupported device")],
+)  # fmt: skip
+def test_device_rule_errors(requested, gpus, message):
+    with pytest.raises(ValueError, match=message):
+        choose_device(requested, gpus, None)
+
+
+def test_cli_device_option_reaches_the_model(tiny_model_dir):
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    args = parser.parse_args(["--model", str(tiny_model_dir)])
+    assert args.device == "auto"
+    expected = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    assert backbone_from_args(args).device == expected
+    args = parser.parse_args(["--model", str(tiny_model_dir), "--device", "cpu"])
+    assert backbone_from_args(args).device == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_on_a_machine_without_one_is_one_clear_line(tiny_model_dir, capsys):
+    from softprompt.cli import main
+
+    assert main(["serve-lm", "--model", str(tiny_model_dir), "--device", "cuda"]) == 2  # at load, before serving
+    assert capsys.readouterr().err.strip().endswith("no CUDA device (torch.cuda.is_available() is False)")

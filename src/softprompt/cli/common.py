@@ -38,6 +38,12 @@ def add_model_args(parser: argparse.ArgumentParser, default: str | None = DEFAUL
         help="dtype of the frozen weights (default auto: bfloat16 where the hardware runs it natively, i.e. CUDA "
         "with bf16 or a CPU with AVX512-BF16/AMX, else float32)",
     )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where the model runs: auto (default: this process's GPU under accelerate/torchrun, else cuda:0 where "
+        "CUDA is available, else cpu), cpu, cuda, cuda:N or mps",
+    )
 
 
 def backbone_from_args(args: argparse.Namespace, default: str | None = None) -> Backbone:
@@ -45,7 +51,7 @@ def backbone_from_args(args: argparse.Namespace, default: str | None = None) -> 
     from softprompt.models import load_backbone
 
     name = args.model or default or DEFAULT_MODEL
-    return load_backbone(name, max_length=args.max_length, dtype=args.dtype)
+    return load_backbone(name, max_length=args.max_length, dtype=args.dtype, device=args.device)
 
 
 def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False, split_files: bool = True) -> None:

@@ -1,4 +1,12 @@
-"""Which dtype the frozen weights get: `auto` picks bfloat16 only where the hardware runs it natively.
+"""Where the frozen model runs and in which dtype: `auto` picks what the hardware runs natively.
+
+Device (`--device`, default `auto`):
+
+    auto  -> cuda:LOCAL_RANK when launched as one of several processes on a CUDA machine (accelerate/torchrun),
+             cuda:0 when CUDA is available, else cpu
+    cuda  -> the same CUDA choice, an error where there is none;  cuda:N, cpu, mps -> as named (checked)
+
+Dtype:
 
 bf16 halves the weights' memory, but on a CPU without bf16 instructions every bf16 matmul is emulated and far
 slower than fp32 (bench/dtype_matmul.py measures it). So `auto` means:
@@ -7,13 +15,14 @@ slower than fp32 (bench/dtype_matmul.py measures it). So `auto` means:
     CPU whose flags include avx512_bf16 or amx_bf16 -> bfloat16
     anything else                          -> float32
 
-`choose_dtype` is the pure rule (device type and CPU flags in, dtype and reason out); `resolve_dtype` gathers the
-facts from this machine and announces the choice once on stderr.
+`choose_device` / `choose_dtype` are the pure rules (facts in, choice and reason out); `resolve_device` /
+`resolve_dtype` gather the facts from this machine and announce each choice once on stderr.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +31,42 @@ import torch
 DTYPES = ("float32", "bfloat16", "float16")
 DTYPE_CHOICES = ("auto", *DTYPES)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")  # as spelled in /proc/cpuinfo on Linux
+
+
+def choose_device(requested: str, cuda_count: int, local_rank: int | None) -> tuple[torch.device, str]:
+    """The device for `requested` (auto, cpu, cuda, cuda:N, mps), with the reason (pure: no look at the machine)."""
+    name = requested.strip().lower()
+    if name == "auto" and cuda_count == 0:
+        return torch.device("cpu"), "no CUDA device"
+    if name in ("auto", "cuda"):
+        if cuda_count == 0:
+            raise ValueError("--device cuda: this machine has no CUDA device (torch.cuda.is_available() is False)")
+        if local_rank is not None:
+            index = local_rank % cuda_count
+            return torch.device("cuda", index), f"process {local_rank} of a multi-process run, {cuda_count} GPU(s)"
+        return torch.device("cuda", 0), f"{cuda_count} CUDA device(s)"
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps") from err
+    if device.type == "cuda" and (device.index or 0) >= cuda_count:
+        raise ValueError(f"--device {requested}: this machine has {cuda_count} CUDA device(s)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {requested!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device, "as asked"
+
+
+def resolve_device(device: str | torch.device = "auto", announce: bool = True) -> torch.device:
+    """A torch device from `auto` or a name, checked against this machine (see `choose_device`)."""
+    if isinstance(device, torch.device):
+        return device
+    rank = os.environ.get("LOCAL_RANK") if int(os.environ.get("WORLD_SIZE", "1")) > 1 else None
+    chosen, reason = choose_device(device, torch.cuda.device_count(), int(rank) if rank is not None else None)
+    if chosen.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: the MPS backend is not available on this machine")
+    if announce and chosen.type != "cpu":  # the CPU is what every machine has; say only when a GPU is used
+        _announce(f"device: {chosen} ({device}: {reason})")
+    return chosen
 
 
 def choose_dtype(device_type: str, cpu_flags: frozenset[str], cuda_bf16: bool = False) -> tuple[torch.dtype, str]:

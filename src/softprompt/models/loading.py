@@ -20,7 +20,7 @@ import torch
 
 from softprompt.models.backbone import Backbone
 from softprompt.models.causal import CausalLMBackbone
-from softprompt.models.hardware import resolve_dtype
+from softprompt.models.hardware import resolve_device, resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -129,15 +129,17 @@ def load_backbone(
     *,
     dtype: str | torch.dtype = "auto",
     max_length: int = 256,
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
 ) -> Backbone:
     """A frozen backbone from an embedded-model name, a local directory, or a hub id (needs internet).
 
     `dtype` is `auto` (bfloat16 where the hardware runs it natively, else float32; see models/hardware.py), a name
-    (`float32`, `bfloat16`, `float16`) or a torch dtype.
+    (`float32`, `bfloat16`, `float16`) or a torch dtype; `device` is `auto` (this process's GPU where there is one,
+    else the CPU), a name (`cpu`, `cuda`, `cuda:1`, `mps`) or a torch device.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
+    device = resolve_device(device)
     key = name_or_path.lower()
     if key.startswith("tiny-"):  # softprompt.testing's tiny random models, e.g. for sweeps in tests
         from softprompt.testing import tiny_backbone_named

@@ -29,15 +29,17 @@ class DataParallel:
     device: torch.device
 
     @classmethod
-    def from_env(cls) -> DataParallel | None:
-        """The process group this process was launched into, or None when it runs alone."""
+    def from_env(cls, device: torch.device | None = None) -> DataParallel | None:
+        """The process group this process was launched into, or None when it runs alone. `device` is the model's:
+        a CPU model joins over gloo even on a GPU machine."""
         if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return None
         try:
             from accelerate import PartialState
         except ImportError as err:
             raise ValueError("multi-process training needs accelerate: pip install accelerate") from err
-        state = PartialState(cpu=not torch.cuda.is_available())
+        cpu = not torch.cuda.is_available() or (device is not None and device.type == "cpu")
+        state = PartialState(cpu=cpu)
         return cls(state.process_index, state.num_processes, state.device)
 
     @property
@@ -55,10 +57,13 @@ class DataParallel:
         return list(indices[self.rank * size : (self.rank + 1) * size])
 
     def average_gradients(self, params: Sequence[torch.Tensor]) -> None:
+        """Average each gradient over the processes; it travels on the process group's device (NCCL needs CUDA
+        tensors, and prompt parameters live on the CPU whatever device the model runs on)."""
         for p in params:
             if p.grad is not None:
-                torch.distributed.all_reduce(p.grad)
-                p.grad /= self.world
+                grad = p.grad.to(self.device)
+                torch.distributed.all_reduce(grad)
+                p.grad.copy_(grad / self.world)
 
     def average(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64, device=self.device)

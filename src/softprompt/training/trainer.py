@@ -124,7 +124,7 @@ def train_prompt(
         "model_fingerprint": backbone.fingerprint,
         "data": data_fingerprint(train, validation),
     }
-    parallel = DataParallel.from_env()  # None unless launched as several processes
+    parallel = DataParallel.from_env(backbone.device)  # None unless launched as several processes
     # Process 0 owns the run folder; the others train in step with it and only read its checkpoint to resume.
     writes = parallel is None or parallel.is_main
     run = RunFolder(Path(out_dir), identity, resume=resume, overwrite=overwrite) if writes else None
