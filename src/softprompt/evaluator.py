@@ -8,7 +8,10 @@ gradients. Both must return the same numbers for the same inputs (tests/test_rem
 A population of P candidate prompts (a `PromptInputs` of P rows) is scored on K examples in as few forward passes
 as `chunk_size` (rows per forward) allows: the K examples are encoded once, repeated once per candidate, and each
 row gets its candidate's prompt, so P·K rows cost ⌈P·K / chunk_size⌉ passes. Only the verbalizer logits are
-computed.
+computed. On a decoder-only model an input-layer prompt (deep prompts included) is first turned into its key/value
+prefix (`Backbone.prompt_prefix`, the prompt's exact effect: its positions never attend to the text), once per
+candidate, so the n prompt positions run once instead of once per example; with n = 20 vectors in front of SST-2
+sentences that is about a third of every evaluation's tokens.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class BackboneAccess:
 class LocalEvaluator(BackboneAccess):
     """`PromptEvaluator` (and `ModelAccess`) on an in-process backbone."""
 
-    def __init__(self, scorer: Scorer, chunk_size: int = 64, cache_size: int = 8) -> None:
+    def __init__(self, scorer: Scorer, chunk_size: int = 64, cache_size: int = 8, prefix: bool = True) -> None:
         if chunk_size <= 0:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         super().__init__(scorer.backbone)
@@ -97,6 +100,7 @@ class LocalEvaluator(BackboneAccess):
         self.chunk_size = chunk_size
         self._encoded: OrderedDict[tuple[Example, ...], list[ScoringBatch]] = OrderedDict()
         self._cache_size = cache_size
+        self.prefix = prefix  # score through each prompt's key/value prefix where the model has one (same numbers)
         self.forward_passes = 0  # for benchmarks and tests
 
     def hidden_state_stds(self, examples: Sequence[Example], prompt: PromptInputs) -> list[float]:
@@ -111,6 +115,8 @@ class LocalEvaluator(BackboneAccess):
         prompts = prompts.to(self.backbone.device)  # move once; the per-row copies below are made on the device
         num = prompts.num_rows
         reuse = shared_layers > 0 and prompts.deep is not None and self.backbone.can_start_at_layer
+        if not reuse:
+            prompts = self._as_prefix(prompts)
         columns = []
         for part in self._encode(examples):
             rows = len(part.encoded)  # rows of one copy of this part
@@ -130,6 +136,23 @@ class LocalEvaluator(BackboneAccess):
                 scores.append(out.view(len(idx), part.num_examples, -1).cpu())
             columns.append(torch.cat(scores))
         return torch.cat(columns, dim=1)
+
+    def _as_prefix(self, prompts: PromptInputs) -> PromptInputs:
+        """Each row's key/value prefix where the model has one for it (decoder, input-layer vectors, no text update,
+        no prefix yet), else the prompts unchanged."""
+        if (
+            not self.prefix
+            or self.backbone.kind != "causal"
+            or prompts.embeds is None
+            or prompts.text_delta is not None
+        ):
+            return prompts
+        if prompts.prefix_keys is not None:
+            return prompts
+        try:
+            return PromptInputs.stack([self.backbone.prompt_prefix(prompts.row(i)) for i in range(prompts.num_rows)])
+        except ValueError:  # e.g. a sliding-window model that keeps fewer positions than the prompt has
+            return prompts
 
     def generate(self, examples: Sequence[Example], prompt: PromptInputs, **options: Any) -> list[str]:
         return self.backbone.generate([self.task.render(ex) for ex in examples], prompt, **options)
