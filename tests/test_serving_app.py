@@ -21,6 +21,7 @@ from serving_helpers import (
 from softprompt.artifact import PromptArtifact
 from softprompt.serving.app import ServerLimits, create_app, render_chat
 from softprompt.serving.engine import Engine, EngineConfig
+from softprompt.serving.registry import open_registry
 from softprompt.testing import tiny_backbone
 
 ADMIN = "admin-secret"
@@ -249,29 +250,58 @@ def test_metrics_per_prompt_with_a_label_cap(bb, arts):
         s.close()
 
 
-def test_two_replicas_on_one_registry_serve_a_new_prompt_and_version_at_once(bb, arts):
-    registry = make_registry()
-    one = Server(bb, registry=registry)
-    two = Server(tiny_backbone("llama", init_scale=0.5), registry=registry)  # its own copy of the model
+def within_a_second(request, done):
+    """Poll `request()` until `done(response)`, for at most one second (a replica's promise); the last response."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        r = request()
+        if done(r) or time.monotonic() > deadline:
+            return r
+        time.sleep(0.05)
+
+
+def test_two_replicas_on_one_registry_serve_a_new_prompt_version_and_delete_within_a_second(bb, arts, registry_url):
+    """Two servers on real uvicorn (HTTP), each with its own model copy and its own connection to one registry
+    (SQLite file, PostgreSQL database): what is written through replica A is served by replica B within 1 s."""
+    import httpx
+
+    one = Server(bb, registry=open_registry(registry_url))
+    two = Server(tiny_backbone("llama", init_scale=0.5), registry=open_registry(registry_url))
     try:
-        key = one.tenant("a")
-        two.keys["a"] = key
-        assert one.upload("a", "p", arts["ulpt"]).status_code == 201
-        r = two.http.post("/v1/classify", headers=two.as_("a"), json={"model": "p", "texts": ["good"]})
-        assert r.status_code == 200 and r.json()["version"] == 1
-        assert one.upload("a", "p", arts["bbtv2"]).status_code == 201
-        deadline = time.monotonic() + 1.0  # a new version is served by every replica within a second
-        while True:
-            r = two.http.post("/v1/classify", headers=two.as_("a"), json={"model": "p", "texts": ["good"]})
-            if r.json()["version"] == 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert r.json()["version"] == 2
-        got = as_vector(type("C", (), r.json()["data"][0]), arts["bbtv2"].task)
-        torch.testing.assert_close(got, alone_probabilities(bb, arts["bbtv2"], "good"), atol=1e-5, rtol=1e-4)
+        with live_server(one.app) as url_a, live_server(two.app) as url_b:
+            r = httpx.post(f"{url_a}/v1/tenants", json={"tenant": "a"}, headers=auth(ADMIN))
+            assert r.status_code == 201, r.text
+            key = auth(r.json()["api_key"])  # made on A, valid on B
+            assert httpx.get(f"{url_b}/v1/prompts", headers=key).json()["data"] == []
+
+            def upload(artifact):
+                r = httpx.post(f"{url_a}/v1/prompts/p", content=artifact.to_bytes(),
+                               headers={**key, "Content-Type": "application/octet-stream"})  # fmt: skip
+                assert r.status_code == 201, r.text
+                return r.json()["version"]
+
+            def classify_on_b():
+                return httpx.post(f"{url_b}/v1/classify", headers=key, json={"model": "p", "texts": ["good"]})
+
+            def served_by_b(version, artifact):
+                r = within_a_second(classify_on_b, lambda r: r.status_code == 200 and r.json()["version"] == version)
+                assert r.status_code == 200 and r.json()["version"] == version, r.text
+                got = as_vector(type("C", (), r.json()["data"][0]), artifact.task)
+                torch.testing.assert_close(got, alone_probabilities(bb, artifact, "good"), atol=1e-5, rtol=1e-4)
+
+            assert classify_on_b().status_code == 404  # B looked p up (and found nothing) before it existed
+            assert upload(arts["ulpt"]) == 1
+            served_by_b(1, arts["ulpt"])  # a new prompt
+            assert upload(arts["bbtv2"]) == 2
+            served_by_b(2, arts["bbtv2"])  # a new version
+            assert httpx.delete(f"{url_a}/v1/prompts/p", headers=key, params={"version": 2}).json()["deleted"] == 1
+            served_by_b(1, arts["ulpt"])  # the newest version deleted: back to version 1
+            assert httpx.delete(f"{url_a}/v1/prompts/p", headers=key).json()["deleted"] == 1
+            assert within_a_second(classify_on_b, lambda r: r.status_code == 404).status_code == 404  # deleted
     finally:
-        one.close()
-        two.close()
+        for server in (one, two):
+            server.close()
+            server.registry.close()
 
 
 def test_openapi_schema_lists_the_endpoints(server):
