@@ -2,6 +2,7 @@
 through every endpoint, limits, metrics, and two replicas on one registry."""
 
 import hashlib
+import json
 import time
 
 import pytest
@@ -116,11 +117,36 @@ def test_official_openai_client_completions_chat_and_streaming(server, bb, arts)
             openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
 
 
-def test_stream_ends_with_done(server):
-    body = {"model": "ulpt", "prompt": "good", "max_tokens": 3, "stream": True}
-    with server.http.stream("POST", "/v1/completions", headers=server.as_("a"), json=body) as r:
+def sse_events(http, path, headers, body):
+    with http.stream("POST", path, headers=headers, json={**body, "stream": True}) as r:
         lines = [line for line in r.iter_lines() if line]
-    assert r.status_code == 200 and lines[-1] == "data: [DONE]" and all(x.startswith("data: ") for x in lines)
+    assert r.status_code == 200 and all(x.startswith("data: ") for x in lines), lines
+    return lines
+
+
+def test_stream_sends_each_choices_deltas_then_finish_reason_then_done(server):
+    """Two prompts in one request (one batch): per choice, several text chunks that join to the non-streamed text,
+    then one chunk with its finish_reason; the usage on request; `data: [DONE]` last."""
+    body = {"model": "ulpt", "prompt": [TEXTS[2], TEXTS[1]], "max_tokens": 6, "temperature": 0}
+    plain = server.http.post("/v1/completions", headers=server.as_("a"), json=body).json()
+    lines = sse_events(server.http, "/v1/completions", server.as_("a"),
+                       {**body, "stream_options": {"include_usage": True}})  # fmt: skip
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain["usage"]
+    for choice in plain["choices"]:
+        mine = [c["choices"][0] for c in chunks[:-1] if c["choices"][0]["index"] == choice["index"]]
+        assert "".join(c["text"] for c in mine) == choice["text"]
+        assert [c["finish_reason"] for c in mine] == [None] * (len(mine) - 1) + [choice["finish_reason"]]
+        assert sum(1 for c in mine if c["text"]) > 2  # streamed in pieces as generated
+    # chat: the role first, then content deltas
+    chat = {"model": "bbtv2", "messages": [{"role": "user", "content": "good ?"}], "max_tokens": 5, "temperature": 0}
+    want = server.http.post("/v1/chat/completions", headers=server.as_("a"), json=chat).json()["choices"][0]
+    chunks = [json.loads(line[6:]) for line in sse_events(server.http, "/v1/chat/completions", server.as_("a"),
+                                                          chat)[:-1]]  # fmt: skip
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == want["message"]["content"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == want["finish_reason"]
 
 
 def test_classify_matches_the_library_and_reports_usage(server, bb, arts):
