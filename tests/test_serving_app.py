@@ -149,6 +149,34 @@ def test_stream_sends_each_choices_deltas_then_finish_reason_then_done(server):
     assert chunks[-1]["choices"][0]["finish_reason"] == want["finish_reason"]
 
 
+def test_n_choices_are_rows_seeded_sampling_gives_each_its_own_seed(server, bb, arts):
+    """n > 1: one row per choice, index = prompt * n + j; with a seed, choice j is the sample of seed + j alone."""
+    body = {"model": "ulpt", "prompt": [TEXTS[0], TEXTS[2]], "max_tokens": 5, "temperature": 1.5, "seed": 7, "n": 3}
+    r = server.http.post("/v1/completions", headers=server.as_("a"), json=body)
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    assert [c["index"] for c in choices] == list(range(6))
+    with torch.no_grad():
+        for p, text in enumerate(body["prompt"]):
+            want = [bb.generate([text], arts["ulpt"].prompt.materialize(), 5, do_sample=True, temperature=1.5,
+                                seed=7 + j)[0] for j in range(3)]  # fmt: skip
+            assert [c["text"] for c in choices[p * 3 : p * 3 + 3]] == want
+            assert len(set(want)) > 1  # distinct choices
+    usage = r.json()["usage"]
+    assert usage["prompt_tokens"] == sum(len(bb.tokenize(t)) for t in body["prompt"])  # each prompt counted once
+    # streamed, the same choices; greedy choices are all the greedy completion; too many rows is 422
+    lines = sse_events(server.http, "/v1/completions", server.as_("a"), body)
+    chunks = [json.loads(line[6:])["choices"][0] for line in lines[:-1]]
+    assert ["".join(c["text"] for c in chunks if c["index"] == i) for i in range(6)] == [c["text"] for c in choices]
+    greedy = {"model": "ulpt", "prompt": TEXTS[0], "max_tokens": 4, "temperature": 0, "n": 2}
+    r = server.http.post("/v1/completions", headers=server.as_("a"), json=greedy)
+    texts = [c["text"] for c in r.json()["choices"]]
+    with torch.no_grad():
+        assert texts == [bb.generate([TEXTS[0]], arts["ulpt"].prompt.materialize(), max_new_tokens=4)[0]] * 2
+    r = server.http.post("/v1/completions", headers=server.as_("a"), json={**greedy, "n": 65})
+    assert r.status_code == 422 and "n=65" in r.json()["error"]["message"]
+
+
 def test_classify_matches_the_library_and_reports_usage(server, bb, arts):
     r = server.http.post("/v1/classify", headers=server.as_("a"), json={"model": "ulpt_yes_no", "texts": TEXTS[:3]})
     assert r.status_code == 200, r.text
@@ -253,6 +281,18 @@ def test_limits_answer_413_422_429_and_504(bb, arts):
         # the timed-out request's 3 rows still sit in the queue (dropped when the batch is taken): 3 + 2 > 4 rows
         r = s.http.post("/v1/classify", headers=h, json={"model": "ulpt", "texts": ["good", "bad"]})
         assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
+    finally:
+        s.close()
+
+
+def test_a_stream_that_times_out_ends_with_an_error_event_and_done(bb, arts):
+    s = Server(bb, limits=ServerLimits(request_timeout_s=0.3), config=EngineConfig(max_wait_ms=60_000))
+    try:
+        s.tenant("a")
+        assert s.upload("a", "ulpt", arts["ulpt"]).status_code == 201
+        lines = sse_events(s.http, "/v1/completions", s.as_("a"), {"model": "ulpt", "prompt": "x", "max_tokens": 2})
+        assert lines[-1] == "data: [DONE]" and json.loads(lines[-2][6:])["error"]["code"] == 504
+        assert s.engine.stats()["queued_rows"] == 1 and s.engine.batches == 0  # cancelled: dropped, never run
     finally:
         s.close()
 

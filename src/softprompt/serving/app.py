@@ -19,12 +19,14 @@ Limits: body size (413), texts per request, tokens per text and max_tokens (422)
 queue (429). Streaming (`stream: true`) sends server-sent events in OpenAI's chunk format ending in `data: [DONE]`:
 each choice's text as the batched generation decodes it (engine `on_delta` -> an asyncio queue fed with
 call_soon_threadsafe, so the event loop never blocks), then its finish_reason, the usage if asked, `[DONE]`.
+`n` choices per prompt are n rows (choice j of a seeded sampling request uses seed + j, so they differ).
 Errors use OpenAI's body, {"error": {"message", "type", "code"}}, so the official client raises its usual exceptions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hmac
 import json
@@ -73,7 +75,7 @@ class _Sampling(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0)  # 0: greedy (as in OpenAI's API); > 0: sampling
     top_p: float = Field(default=1.0, gt=0, le=1)
-    n: int = Field(default=1, ge=1, le=1)
+    n: int = Field(default=1, ge=1)  # choices per prompt, each its own row; seeded sampling: choice j uses seed + j
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
@@ -236,6 +238,14 @@ def create_app(engine: Engine, registry: Any, *, admin_key: str | None = None, l
         endpoint = "chat" if kind == "chat.completion" else "completions"
         rid, created = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
         record = None
+        if len(texts) * body.n > limits.max_texts:
+            raise ApiError(422, f"{len(texts)} prompts x n={body.n} choices; the limit is {limits.max_texts} rows")
+        seeded = opts.do_sample and opts.seed is not None
+        rows = [
+            (text, dataclasses.replace(opts, seed=opts.seed + j) if seeded else opts)
+            for text in texts
+            for j in range(body.n)
+        ]  # choice index = prompt * n + j, as in OpenAI's API
         events: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
         loop = asyncio.get_running_loop()
 
@@ -245,9 +255,9 @@ def create_app(engine: Engine, registry: Any, *, admin_key: str | None = None, l
         futures: list[Any] = []
         try:
             record, _ = await call(engine.resolve, tenant, body.model)
-            for i, text in enumerate(texts):
+            for i, (text, row_opts) in enumerate(rows):
                 on_delta = functools.partial(post, i) if body.stream else None
-                future = await call(engine.submit_complete, tenant, body.model, text, opts,
+                future = await call(engine.submit_complete, tenant, body.model, text, row_opts,
                                     use_template=use_template, on_delta=on_delta)  # fmt: skip
                 if body.stream:
                     future.add_done_callback(functools.partial(post, i))
@@ -261,7 +271,7 @@ def create_app(engine: Engine, registry: Any, *, admin_key: str | None = None, l
             raise
 
         def usage_of(outs: list[Completion]) -> dict[str, int]:
-            usage = {"prompt_tokens": sum(o.prompt_tokens for o in outs),
+            usage = {"prompt_tokens": sum(o.prompt_tokens for o in outs[:: body.n]),  # each prompt once
                      "completion_tokens": sum(o.completion_tokens for o in outs)}  # fmt: skip
             usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
             return usage
@@ -278,11 +288,11 @@ def create_app(engine: Engine, registry: Any, *, admin_key: str | None = None, l
                 status = 200
                 try:
                     if chat:
-                        for i in range(len(texts)):
+                        for i in range(len(rows)):
                             yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
                                           "finish_reason": None}])  # fmt: skip
                     deadline = started + limits.request_timeout_s
-                    while len(finished) < len(texts):
+                    while len(finished) < len(rows):
                         try:
                             i, item = await asyncio.wait_for(events.get(), max(0.0, deadline - time.monotonic()))
                         except asyncio.TimeoutError:
@@ -298,7 +308,7 @@ def create_app(engine: Engine, registry: Any, *, admin_key: str | None = None, l
                             raise _mapped(err) from err
                         end = {"delta": {}} if chat else {"text": "", "logprobs": None}
                         yield chunk([{"index": i, **end, "finish_reason": finished[i].finish_reason}])
-                    usage = usage_of([finished[i] for i in range(len(texts))])
+                    usage = usage_of([finished[i] for i in range(len(rows))])
                     if include_usage:
                         yield chunk([], usage=usage)
                     yield b"data: [DONE]\n\n"
