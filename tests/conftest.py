@@ -31,3 +31,27 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     backbone.model.save_pretrained(folder)
     backbone.tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL server (tests/postgres.py) for the session; tests using it skip, with the reason,
+    where it cannot start."""
+    from postgres import PostgresServer, Unavailable
+
+    server = PostgresServer()
+    try:
+        server.start()
+    except Unavailable as err:
+        server.stop()
+        pytest.skip(f"PostgreSQL tests skipped: {err}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty registry: a SQLite file, then a new database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/registry.db"
+    return request.getfixturevalue("pg_server").new_database()

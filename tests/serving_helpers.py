@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -21,6 +25,7 @@ from softprompt.tasks.base import Example, Task
 from softprompt.testing import tiny_backbone
 
 FIXTURES = Path(__file__).parent / "fixtures" / "format_v1"
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 YES_NO = Task(name="yes-no", template="question : {text} ? answer :", labels=("no", "yes"), verbalizer=(" no", " yes"))
 # label words of two tokens each: scored by the multi-token path
@@ -71,9 +76,7 @@ def live_server(app):
     """uvicorn serving `app` on a free 127.0.0.1 port in a thread; yields the base URL, stops it afterwards."""
     import uvicorn
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -87,3 +90,61 @@ def live_server(app):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServeProcess:
+    """`python -m softprompt serve` as a child process on a free port (this checkout's src first on the path).
+
+    `start()` waits (bounded) until /healthz answers; `kill9()` is SIGKILL; `stop()` always ends the child. Use it as
+    a context manager so the child never outlives the test."""
+
+    def __init__(self, model: str | Path, registry: str, log: Path, admin_key: str, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [sys.executable, "-m", "softprompt", "serve", "--model", str(model), "--registry", registry,
+                     "--port", str(self.port), "--max-wait-ms", "2", "--log-level", "warning", *extra]  # fmt: skip
+        path = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.env = {**os.environ, "PYTHONPATH": path, "SOFTPROMPT_ADMIN_KEY": admin_key, "OMP_NUM_THREADS": "1"}
+        self.log, self.proc = log, None
+
+    def start(self, timeout: float = 120) -> ServeProcess:
+        import httpx
+
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not answer /healthz within {timeout:g} s:\n{self.log_tail()}")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

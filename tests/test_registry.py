@@ -10,7 +10,6 @@ import zlib
 
 import pytest
 import torch
-from postgres import PostgresServer, Unavailable
 
 from softprompt.artifact import PromptArtifact
 from softprompt.prompts import ULPTConfig, build_prompt
@@ -38,25 +37,6 @@ def make_blob(seed: int, **kwargs: object) -> bytes:
     if seed not in _BLOBS:
         _BLOBS[seed] = make_artifact(seed).to_bytes()
     return _BLOBS[seed]
-
-
-@pytest.fixture(scope="session")
-def pg_server():
-    server = PostgresServer()
-    try:
-        server.start()
-    except Unavailable as err:
-        server.stop()
-        pytest.skip(f"PostgreSQL tests skipped: {err}")
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def registry_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/registry.db"
-    return request.getfixturevalue("pg_server").new_database()
 
 
 @pytest.fixture

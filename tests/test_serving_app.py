@@ -2,6 +2,7 @@
 through every endpoint, limits, metrics, and two replicas on one registry."""
 
 import hashlib
+import json
 import time
 
 import pytest
@@ -21,6 +22,7 @@ from serving_helpers import (
 from softprompt.artifact import PromptArtifact
 from softprompt.serving.app import ServerLimits, create_app, render_chat
 from softprompt.serving.engine import Engine, EngineConfig
+from softprompt.serving.registry import open_registry
 from softprompt.testing import tiny_backbone
 
 ADMIN = "admin-secret"
@@ -115,11 +117,64 @@ def test_official_openai_client_completions_chat_and_streaming(server, bb, arts)
             openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
 
 
-def test_stream_ends_with_done(server):
-    body = {"model": "ulpt", "prompt": "good", "max_tokens": 3, "stream": True}
-    with server.http.stream("POST", "/v1/completions", headers=server.as_("a"), json=body) as r:
+def sse_events(http, path, headers, body):
+    with http.stream("POST", path, headers=headers, json={**body, "stream": True}) as r:
         lines = [line for line in r.iter_lines() if line]
-    assert r.status_code == 200 and lines[-1] == "data: [DONE]" and all(x.startswith("data: ") for x in lines)
+    assert r.status_code == 200 and all(x.startswith("data: ") for x in lines), lines
+    return lines
+
+
+def test_stream_sends_each_choices_deltas_then_finish_reason_then_done(server):
+    """Two prompts in one request (one batch): per choice, several text chunks that join to the non-streamed text,
+    then one chunk with its finish_reason; the usage on request; `data: [DONE]` last."""
+    body = {"model": "ulpt", "prompt": [TEXTS[2], TEXTS[1]], "max_tokens": 6, "temperature": 0}
+    plain = server.http.post("/v1/completions", headers=server.as_("a"), json=body).json()
+    lines = sse_events(server.http, "/v1/completions", server.as_("a"),
+                       {**body, "stream_options": {"include_usage": True}})  # fmt: skip
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain["usage"]
+    for choice in plain["choices"]:
+        mine = [c["choices"][0] for c in chunks[:-1] if c["choices"][0]["index"] == choice["index"]]
+        assert "".join(c["text"] for c in mine) == choice["text"]
+        assert [c["finish_reason"] for c in mine] == [None] * (len(mine) - 1) + [choice["finish_reason"]]
+        assert sum(1 for c in mine if c["text"]) > 2  # streamed in pieces as generated
+    # chat: the role first, then content deltas
+    chat = {"model": "bbtv2", "messages": [{"role": "user", "content": "good ?"}], "max_tokens": 5, "temperature": 0}
+    want = server.http.post("/v1/chat/completions", headers=server.as_("a"), json=chat).json()["choices"][0]
+    chunks = [json.loads(line[6:]) for line in sse_events(server.http, "/v1/chat/completions", server.as_("a"),
+                                                          chat)[:-1]]  # fmt: skip
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == want["message"]["content"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == want["finish_reason"]
+
+
+def test_n_choices_are_rows_seeded_sampling_gives_each_its_own_seed(server, bb, arts):
+    """n > 1: one row per choice, index = prompt * n + j; with a seed, choice j is the sample of seed + j alone."""
+    body = {"model": "ulpt", "prompt": [TEXTS[0], TEXTS[2]], "max_tokens": 5, "temperature": 1.5, "seed": 7, "n": 3}
+    r = server.http.post("/v1/completions", headers=server.as_("a"), json=body)
+    assert r.status_code == 200, r.text
+    choices = r.json()["choices"]
+    assert [c["index"] for c in choices] == list(range(6))
+    with torch.no_grad():
+        for p, text in enumerate(body["prompt"]):
+            want = [bb.generate([text], arts["ulpt"].prompt.materialize(), 5, do_sample=True, temperature=1.5,
+                                seed=7 + j)[0] for j in range(3)]  # fmt: skip
+            assert [c["text"] for c in choices[p * 3 : p * 3 + 3]] == want
+            assert len(set(want)) > 1  # distinct choices
+    usage = r.json()["usage"]
+    assert usage["prompt_tokens"] == sum(len(bb.tokenize(t)) for t in body["prompt"])  # each prompt counted once
+    # streamed, the same choices; greedy choices are all the greedy completion; too many rows is 422
+    lines = sse_events(server.http, "/v1/completions", server.as_("a"), body)
+    chunks = [json.loads(line[6:])["choices"][0] for line in lines[:-1]]
+    assert ["".join(c["text"] for c in chunks if c["index"] == i) for i in range(6)] == [c["text"] for c in choices]
+    greedy = {"model": "ulpt", "prompt": TEXTS[0], "max_tokens": 4, "temperature": 0, "n": 2}
+    r = server.http.post("/v1/completions", headers=server.as_("a"), json=greedy)
+    texts = [c["text"] for c in r.json()["choices"]]
+    with torch.no_grad():
+        assert texts == [bb.generate([TEXTS[0]], arts["ulpt"].prompt.materialize(), max_new_tokens=4)[0]] * 2
+    r = server.http.post("/v1/completions", headers=server.as_("a"), json={**greedy, "n": 65})
+    assert r.status_code == 422 and "n=65" in r.json()["error"]["message"]
 
 
 def test_classify_matches_the_library_and_reports_usage(server, bb, arts):
@@ -230,6 +285,18 @@ def test_limits_answer_413_422_429_and_504(bb, arts):
         s.close()
 
 
+def test_a_stream_that_times_out_ends_with_an_error_event_and_done(bb, arts):
+    s = Server(bb, limits=ServerLimits(request_timeout_s=0.3), config=EngineConfig(max_wait_ms=60_000))
+    try:
+        s.tenant("a")
+        assert s.upload("a", "ulpt", arts["ulpt"]).status_code == 201
+        lines = sse_events(s.http, "/v1/completions", s.as_("a"), {"model": "ulpt", "prompt": "x", "max_tokens": 2})
+        assert lines[-1] == "data: [DONE]" and json.loads(lines[-2][6:])["error"]["code"] == 504
+        assert s.engine.stats()["queued_rows"] == 1 and s.engine.batches == 0  # cancelled: dropped, never run
+    finally:
+        s.close()
+
+
 def test_metrics_per_prompt_with_a_label_cap(bb, arts):
     s = Server(bb, limits=ServerLimits(metrics_max_prompts=1))
     try:
@@ -249,29 +316,58 @@ def test_metrics_per_prompt_with_a_label_cap(bb, arts):
         s.close()
 
 
-def test_two_replicas_on_one_registry_serve_a_new_prompt_and_version_at_once(bb, arts):
-    registry = make_registry()
-    one = Server(bb, registry=registry)
-    two = Server(tiny_backbone("llama", init_scale=0.5), registry=registry)  # its own copy of the model
+def within_a_second(request, done):
+    """Poll `request()` until `done(response)`, for at most one second (a replica's promise); the last response."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        r = request()
+        if done(r) or time.monotonic() > deadline:
+            return r
+        time.sleep(0.05)
+
+
+def test_two_replicas_on_one_registry_serve_a_new_prompt_version_and_delete_within_a_second(bb, arts, registry_url):
+    """Two servers on real uvicorn (HTTP), each with its own model copy and its own connection to one registry
+    (SQLite file, PostgreSQL database): what is written through replica A is served by replica B within 1 s."""
+    import httpx
+
+    one = Server(bb, registry=open_registry(registry_url))
+    two = Server(tiny_backbone("llama", init_scale=0.5), registry=open_registry(registry_url))
     try:
-        key = one.tenant("a")
-        two.keys["a"] = key
-        assert one.upload("a", "p", arts["ulpt"]).status_code == 201
-        r = two.http.post("/v1/classify", headers=two.as_("a"), json={"model": "p", "texts": ["good"]})
-        assert r.status_code == 200 and r.json()["version"] == 1
-        assert one.upload("a", "p", arts["bbtv2"]).status_code == 201
-        deadline = time.monotonic() + 1.0  # a new version is served by every replica within a second
-        while True:
-            r = two.http.post("/v1/classify", headers=two.as_("a"), json={"model": "p", "texts": ["good"]})
-            if r.json()["version"] == 2 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        assert r.json()["version"] == 2
-        got = as_vector(type("C", (), r.json()["data"][0]), arts["bbtv2"].task)
-        torch.testing.assert_close(got, alone_probabilities(bb, arts["bbtv2"], "good"), atol=1e-5, rtol=1e-4)
+        with live_server(one.app) as url_a, live_server(two.app) as url_b:
+            r = httpx.post(f"{url_a}/v1/tenants", json={"tenant": "a"}, headers=auth(ADMIN))
+            assert r.status_code == 201, r.text
+            key = auth(r.json()["api_key"])  # made on A, valid on B
+            assert httpx.get(f"{url_b}/v1/prompts", headers=key).json()["data"] == []
+
+            def upload(artifact):
+                r = httpx.post(f"{url_a}/v1/prompts/p", content=artifact.to_bytes(),
+                               headers={**key, "Content-Type": "application/octet-stream"})  # fmt: skip
+                assert r.status_code == 201, r.text
+                return r.json()["version"]
+
+            def classify_on_b():
+                return httpx.post(f"{url_b}/v1/classify", headers=key, json={"model": "p", "texts": ["good"]})
+
+            def served_by_b(version, artifact):
+                r = within_a_second(classify_on_b, lambda r: r.status_code == 200 and r.json()["version"] == version)
+                assert r.status_code == 200 and r.json()["version"] == version, r.text
+                got = as_vector(type("C", (), r.json()["data"][0]), artifact.task)
+                torch.testing.assert_close(got, alone_probabilities(bb, artifact, "good"), atol=1e-5, rtol=1e-4)
+
+            assert classify_on_b().status_code == 404  # B looked p up (and found nothing) before it existed
+            assert upload(arts["ulpt"]) == 1
+            served_by_b(1, arts["ulpt"])  # a new prompt
+            assert upload(arts["bbtv2"]) == 2
+            served_by_b(2, arts["bbtv2"])  # a new version
+            assert httpx.delete(f"{url_a}/v1/prompts/p", headers=key, params={"version": 2}).json()["deleted"] == 1
+            served_by_b(1, arts["ulpt"])  # the newest version deleted: back to version 1
+            assert httpx.delete(f"{url_a}/v1/prompts/p", headers=key).json()["deleted"] == 1
+            assert within_a_second(classify_on_b, lambda r: r.status_code == 404).status_code == 404  # deleted
     finally:
-        one.close()
-        two.close()
+        for server in (one, two):
+            server.close()
+            server.registry.close()
 
 
 def test_openapi_schema_lists_the_endpoints(server):

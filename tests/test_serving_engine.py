@@ -80,6 +80,39 @@ def test_batched_generation_equals_each_prompt_alone(bb, arts):
         assert out.prompt_tokens == len(bb.tokenize(TEXTS[i])) and out.completion_tokens == len(bb.tokenize(want))
 
 
+def test_streamed_deltas_arrive_during_the_batch_and_join_to_each_rows_completion(bb, arts):
+    """Several rows with different prompts in one batch, each streaming: every row's deltas arrive while the batched
+    generate call is still decoding, and join to exactly its completion (which equals that prompt alone), with a
+    stop string that cuts one row (never sent in part)."""
+    registry = registered(arts)
+    jobs = [("ulpt", TEXTS[1]), ("prompt_tuning", TEXTS[0]), ("bbtv2", TEXTS[1]), ("ulpt", TEXTS[0])]
+    options = GenerationOptions(max_new_tokens=8, stop=("film yes",))
+    engine = engine_for(bb, registry, len(jobs), prefix=True)
+    deltas: list[list[tuple[str, int, bool]]] = [[] for _ in jobs]  # (piece, forward passes done, future done)
+    futures = []
+    try:
+        for i, (name, text) in enumerate(jobs):
+
+            def on_delta(piece, i=i):
+                deltas[i].append((piece, engine.forward_passes, futures[i].done()))
+
+            futures.append(engine.submit_complete("a", name, text, options, on_delta=on_delta))
+        outs = [f.result(timeout=60) for f in futures]
+        assert engine.forward_passes == 1 and engine.last_batch_rows == len(jobs)
+    finally:
+        engine.close()
+    for (name, text), out, got in zip(jobs, outs, deltas, strict=True):
+        with torch.no_grad():
+            want = bb.generate([text], arts[name].prompt.materialize(), options=options)[0]
+        assert out.text == want and "".join(piece for piece, _, _ in got) == want
+        assert not any(done for _, _, done in got)  # every delta before the row's result
+    # the long rows stream in several pieces, sent from inside the batch's one generate call
+    assert all(sum(1 for _, passes, _ in got if passes == 0) > 2 for got in (deltas[1], deltas[2]))
+    with torch.no_grad():  # the stop string cuts row 0: "film" (its start) was held back, never sent
+        whole = bb.generate([jobs[0][1]], arts["ulpt"].prompt.materialize(), max_new_tokens=8)[0]
+    assert "film yes" in whole and outs[0].text == whole[: whole.find("film yes")]
+
+
 def test_seeded_sampling_does_not_depend_on_the_batch(bb, arts):
     registry = registered(arts)
     sample = GenerationOptions(max_new_tokens=5, do_sample=True, temperature=1.5, seed=7)

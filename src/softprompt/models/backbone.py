@@ -485,19 +485,24 @@ class Backbone:
         max_new_tokens: int | None = None,
         *,
         options: GenerationOptions | None = None,
+        on_step: OnStep | None = None,
         **settings: Any,
     ) -> list[str]:
         """Batched decoding with a key/value cache (see `GenerationOptions`); `prompt` has one row or one per text.
 
-        Pass `options`, or its fields as keywords: `generate(texts, prompt, 16, do_sample=True, seed=0)`."""
+        Pass `options`, or its fields as keywords: `generate(texts, prompt, 16, do_sample=True, seed=0)`.
+        `on_step(row, ids)` is called from the decoding loop each time a row gains a token (`ids`: that row's
+        generated ids so far, read-only), so a caller can stream text (`TextStream` turns ids into safe deltas)."""
         if options is None:
             options = GenerationOptions(**({} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}),
                                         **settings)  # fmt: skip
         elif max_new_tokens is not None or settings:
             raise ValueError("pass generation settings either as `options` or as keywords, not both")
-        return self._generate(list(texts), prompt, options)
+        return self._generate(list(texts), prompt, options, on_step)
 
-    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
+    def _generate(
+        self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions, on_step: OnStep | None = None
+    ) -> list[str]:
         raise NotImplementedError(f"{self.name} ({self.kind}) cannot generate text")
 
     # --- shared plumbing ---------------------------------------------------------------------------------------
@@ -562,13 +567,19 @@ class GenerationOptions:
         return sample
 
 
+OnStep = Callable[[int, list[int]], None]  # (row, the row's generated token ids so far) after each new token
+
+
 @dataclass
 class Decoded:
-    """The tokens generated for each row so far; a row ends at end-of-sequence or once a stop string appears."""
+    """The tokens generated for each row so far; a row ends at end-of-sequence or once a stop string appears.
+
+    The one bookkeeping of every family's decoding loop, so `on_step` (streaming) is called in one place."""
 
     tokenizer: Any
     rows: int
     stop: Sequence[str] = ()
+    on_step: OnStep | None = None
     ids: list[list[int]] = field(init=False)
     done: list[bool] = field(init=False)
 
@@ -587,10 +598,54 @@ class Decoded:
             self.ids[i].append(t)
             if self.stop and cut_at_stop(self.tokenizer.decode(self.ids[i], skip_special_tokens=True), self.stop)[1]:
                 self.done[i] = True
+            if self.on_step is not None:
+                self.on_step(i, self.ids[i])
         return all(self.done)
 
     def texts(self) -> list[str]:
         return [cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), self.stop)[0] for ids in self.ids]
+
+
+@dataclass
+class TextStream:
+    """One row's generated text as deltas that are safe to send before the row is finished.
+
+        push(ids so far) -> delta     text = cut_at_stop(decode(ids)); send text[len(sent) : safe_end(text)]
+        finish(final text) -> rest    final[len(sent):], the final text being `Decoded.texts()`'s row
+
+    `safe_end` holds back what later tokens may still change: a trailing U+FFFD (a multi-byte character whose
+    bytes are split over tokens decodes to it until the last byte arrives), trailing whitespace (decoders may merge
+    or drop a space before what follows, e.g. clean_up_tokenization_spaces) and the longest end of the text that
+    begins a stop string (a stop string is never sent in part). So the deltas join to exactly the final text. Were
+    a tokenizer to rewrite text already sent anyway, nothing more is sent until its decoding agrees again."""
+
+    tokenizer: Any
+    stop: Sequence[str] = ()
+    sent: str = ""
+
+    def push(self, ids: Sequence[int]) -> str:
+        text, stopped = cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), self.stop)
+        return self._advance(text if stopped else text[: self._safe_end(text)])
+
+    def finish(self, text: str) -> str:
+        return self._advance(text)
+
+    def _advance(self, text: str) -> str:
+        if len(text) <= len(self.sent) or not text.startswith(self.sent):
+            return ""
+        delta, self.sent = text[len(self.sent) :], text
+        return delta
+
+    def _safe_end(self, text: str) -> int:
+        end = len(text)
+        for s in self.stop:
+            for k in range(min(len(s) - 1, len(text)), 0, -1):  # the longest proper prefix of s ending the text
+                if text.endswith(s[:k]):
+                    end = min(end, len(text) - k)
+                    break
+        while end and (text[end - 1] == "\ufffd" or text[end - 1].isspace()):
+            end -= 1
+        return end
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

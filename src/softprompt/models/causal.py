@@ -19,6 +19,7 @@ from softprompt.models.backbone import (
     EncodedBatch,
     GenerationOptions,
     Inserted,
+    OnStep,
     _LayerPlan,
     pad_2d,
 )
@@ -107,7 +108,9 @@ class CausalLMBackbone(Backbone):
         return PromptInputs(prefix_keys=keys, prefix_values=values)
 
     @torch.no_grad()
-    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
+    def _generate(
+        self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions, on_step: OnStep | None = None
+    ) -> list[str]:
         from transformers import DynamicCache
 
         max_new_tokens = options.max_new_tokens
@@ -118,7 +121,7 @@ class CausalLMBackbone(Backbone):
                 # Left padding puts a row's pad slots between its cached prefix and its text; a sliding window
                 # counts them, so that row would lose its prefix sooner than alone: decode the rows one by one.
                 one = prompt.expand(len(rows))
-                return [self._generate([t], one.row(i), options)[0] for i, t in enumerate(texts)]
+                return [self._generate([t], one.row(i), options, _row_step(on_step, i))[0] for i, t in enumerate(texts)]
         ids, mask = pad_2d(rows, self.tokenizer.pad_token_id)
         zeros = torch.zeros(len(rows), 1, dtype=torch.long)
         x = self.insert(EncodedBatch(ids, mask, zeros, zeros.bool()), prompt)
@@ -149,7 +152,7 @@ class CausalLMBackbone(Backbone):
         hidden = self._with_plan(plan, forward, embeds, positions)  # the prompt acts on this prefill only
         next_pos = positions[:, -1:] + 1
         choose = options.sampler()
-        decoded = Decoded(self.tokenizer, len(rows), options.stop)
+        decoded = Decoded(self.tokenizer, len(rows), options.stop, on_step)
         for step in range(max_new_tokens):
             token = choose(self.logits(hidden).float())
             if decoded.add(token) or step == max_new_tokens - 1:
@@ -158,3 +161,8 @@ class CausalLMBackbone(Backbone):
             hidden = forward(self.embed(token[:, None]), next_pos)
             next_pos = next_pos + 1
         return decoded.texts()
+
+
+def _row_step(on_step: OnStep | None, row: int) -> OnStep | None:
+    """`on_step` for a one-row call that decodes row `row` of the caller's batch."""
+    return None if on_step is None else lambda _, ids: on_step(row, ids)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from softprompt.models.backbone import Backbone, EncodedBatch, GenerationOptions, Inserted, pad_2d
+from softprompt.models.backbone import Backbone, EncodedBatch, GenerationOptions, Inserted, OnStep, pad_2d
 from softprompt.models.inputs import PromptInputs
 
 
@@ -92,7 +92,9 @@ class MaskedLMBackbone(Backbone):
             return cls.predictions.transform(hidden)
         raise NotImplementedError(f"unknown masked-LM head on {type(self.model).__name__}")
 
-    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
+    def _generate(
+        self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions, on_step: OnStep | None = None
+    ) -> list[str]:
         raise NotImplementedError(
             f"{self.name} is a masked LM: it fills <mask> slots but cannot generate free text; "
             "use a causal or seq2seq backbone for generation tasks"

@@ -22,6 +22,7 @@ from softprompt.models.backbone import (
     EncodedBatch,
     GenerationOptions,
     Inserted,
+    OnStep,
     gather_positions,
     pad_2d,
 )
@@ -109,7 +110,9 @@ class Seq2SeqBackbone(Backbone):
         return self._output_scale
 
     @torch.no_grad()
-    def _generate(self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions) -> list[str]:
+    def _generate(
+        self, texts: list[str], prompt: PromptInputs | None, options: GenerationOptions, on_step: OnStep | None = None
+    ) -> list[str]:
         """Batched decoding: the encoder runs once with the prompt in front of each text, the decoder steps with a
         key/value cache."""
         from transformers import DynamicCache, EncoderDecoderCache
@@ -123,7 +126,7 @@ class Seq2SeqBackbone(Backbone):
         rows = len(texts)
         token = torch.full((rows,), self.decoder_start_token_id, dtype=torch.long, device=self.device)
         choose = options.sampler()
-        decoded = Decoded(self.tokenizer, rows, options.stop)
+        decoded = Decoded(self.tokenizer, rows, options.stop, on_step)
         for _ in range(options.max_new_tokens):
             hidden = self.model.get_decoder()(
                 input_ids=token[:, None],

@@ -16,14 +16,18 @@ existence of another tenant's private prompt never shows. Uploads are parsed by 
 dtypes, finite values, sizes, checksums; no pickle) and must fit the served model; a path is never accepted.
 
 Limits: body size (413), texts per request, tokens per text and max_tokens (422), a request timeout (504), a full
-queue (429). Streaming (`stream: true`) sends server-sent events in OpenAI's chunk format ending in `data: [DONE]`;
-the text is produced by one batched generate call and then sent in word pieces (no per-token callback yet).
+queue (429). Streaming (`stream: true`) sends server-sent events in OpenAI's chunk format ending in `data: [DONE]`:
+each choice's text as the batched generation decodes it (engine `on_delta` -> an asyncio queue fed with
+call_soon_threadsafe, so the event loop never blocks), then its finish_reason, the usage if asked, `[DONE]`.
+`n` choices per prompt are n rows (choice j of a seeded sampling request uses seed + j, so they differ).
 Errors use OpenAI's body, {"error": {"message", "type", "code"}}, so the official client raises its usual exceptions.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import hmac
 import json
 import re
@@ -71,7 +75,7 @@ class _Sampling(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     temperature: float = Field(default=1.0, ge=0)  # 0: greedy (as in OpenAI's API); > 0: sampling
     top_p: float = Field(default=1.0, gt=0, le=1)
-    n: int = Field(default=1, ge=1, le=1)
+    n: int = Field(default=1, ge=1)  # choices per prompt, each its own row; seeded sampling: choice j uses seed + j
     stop: str | list[str] | None = None
     seed: int | None = None
     stream: bool = False
@@ -232,26 +236,99 @@ def create_app(engine: Engine, registry: Any, *, admin_key: str | None = None, l
                        kind: str, use_template: bool) -> Any:  # fmt: skip
         started = time.monotonic()
         endpoint = "chat" if kind == "chat.completion" else "completions"
+        rid, created = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
         record = None
+        if len(texts) * body.n > limits.max_texts:
+            raise ApiError(422, f"{len(texts)} prompts x n={body.n} choices; the limit is {limits.max_texts} rows")
+        seeded = opts.do_sample and opts.seed is not None
+        rows = [
+            (text, dataclasses.replace(opts, seed=opts.seed + j) if seeded else opts)
+            for text in texts
+            for j in range(body.n)
+        ]  # choice index = prompt * n + j, as in OpenAI's API
+        events: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def post(i: int, item: Any) -> None:  # from the engine's thread: a text delta, or the finished future
+            loop.call_soon_threadsafe(events.put_nowait, (i, item))
+
+        futures: list[Any] = []
         try:
             record, _ = await call(engine.resolve, tenant, body.model)
-            futures = []
-            for text in texts:
-                future = await call(engine.submit_complete, tenant, body.model, text, opts, use_template=use_template)
+            for i, (text, row_opts) in enumerate(rows):
+                on_delta = functools.partial(post, i) if body.stream else None
+                future = await call(engine.submit_complete, tenant, body.model, text, row_opts,
+                                    use_template=use_template, on_delta=on_delta)  # fmt: skip
+                if body.stream:
+                    future.add_done_callback(functools.partial(post, i))
                 futures.append(future)
-            outs: list[Completion] = [await wait(f) for f in futures]
+            if not body.stream:
+                outs: list[Completion] = [await wait(f) for f in futures]
         except ApiError as err:
+            for future in futures:
+                future.cancel()
             metrics.request(endpoint, record, err.status, time.monotonic() - started)
             raise
-        usage = {"prompt_tokens": sum(o.prompt_tokens for o in outs),
-                 "completion_tokens": sum(o.completion_tokens for o in outs)}  # fmt: skip
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        metrics.request(endpoint, record, 200, time.monotonic() - started, usage)
-        rid, created = f"{'chatcmpl' if endpoint == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}", int(time.time())
+
+        def usage_of(outs: list[Completion]) -> dict[str, int]:
+            usage = {"prompt_tokens": sum(o.prompt_tokens for o in outs[:: body.n]),  # each prompt once
+                     "completion_tokens": sum(o.completion_tokens for o in outs)}  # fmt: skip
+            usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            return usage
+
         if body.stream:
+            chat = kind == "chat.completion"
+            chunk = functools.partial(_chunk, rid, created, body.model, "chat.completion.chunk" if chat else kind)
             include_usage = bool((body.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_sse(rid, created, body.model, outs, kind, usage if include_usage else None),
-                                     media_type="text/event-stream")  # fmt: skip
+
+            async def stream() -> AsyncIterator[bytes]:
+                """Chunks as the batched generation produces them: each choice's deltas, its finish_reason once
+                its row is done, the usage (if asked), `data: [DONE]`; an error mid-stream is an error event."""
+                finished: dict[int, Completion] = {}
+                status = 200
+                try:
+                    if chat:
+                        for i in range(len(rows)):
+                            yield chunk([{"index": i, "delta": {"role": "assistant", "content": ""},
+                                          "finish_reason": None}])  # fmt: skip
+                    deadline = started + limits.request_timeout_s
+                    while len(finished) < len(rows):
+                        try:
+                            i, item = await asyncio.wait_for(events.get(), max(0.0, deadline - time.monotonic()))
+                        except asyncio.TimeoutError:
+                            raise ApiError(504, f"request timed out after {limits.request_timeout_s:g} s",
+                                           "timeout") from None  # fmt: skip
+                        if isinstance(item, str):
+                            piece = {"delta": {"content": item}} if chat else {"text": item, "logprobs": None}
+                            yield chunk([{"index": i, **piece, "finish_reason": None}])
+                            continue
+                        try:
+                            finished[i] = item.result()
+                        except Exception as err:
+                            raise _mapped(err) from err
+                        end = {"delta": {}} if chat else {"text": "", "logprobs": None}
+                        yield chunk([{"index": i, **end, "finish_reason": finished[i].finish_reason}])
+                    usage = usage_of([finished[i] for i in range(len(rows))])
+                    if include_usage:
+                        yield chunk([], usage=usage)
+                    yield b"data: [DONE]\n\n"
+                    metrics.request(endpoint, record, 200, time.monotonic() - started, usage)
+                except ApiError as err:
+                    status = err.status
+                    yield _sse_data({"error": {"message": err.message, "type": err.kind, "code": err.status}})
+                    yield b"data: [DONE]\n\n"
+                except Exception:
+                    status = 500
+                    raise
+                finally:
+                    for future in futures:
+                        future.cancel()  # a request still queued (client gone, timeout, error) is dropped
+                    if status != 200:
+                        metrics.request(endpoint, record, status, time.monotonic() - started)
+
+            return StreamingResponse(stream(), media_type="text/event-stream")
+        usage = usage_of(outs)
+        metrics.request(endpoint, record, 200, time.monotonic() - started, usage)
         if kind == "chat.completion":
             choices = [{"index": i, "message": {"role": "assistant", "content": o.text}, "logprobs": None,
                         "finish_reason": o.finish_reason} for i, o in enumerate(outs)]  # fmt: skip
@@ -405,28 +482,13 @@ def _mapped(err: Exception) -> Exception:
     return err
 
 
-async def _sse(rid: str, created: int, model: str, outs: list[Completion], kind: str,
-               usage: dict[str, int] | None) -> AsyncIterator[bytes]:  # fmt: skip
-    """OpenAI's streaming format: chunks of each choice's text, a final chunk with finish_reason, `data: [DONE]`."""
-    chat = kind == "chat.completion"
-    obj = "chat.completion.chunk" if chat else "text_completion"
+def _sse_data(data: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(data)}\n\n".encode()
 
-    def event(choice: dict[str, Any], **extra: Any) -> bytes:
-        data = {"id": rid, "object": obj, "created": created, "model": model, "choices": [choice], **extra}
-        return f"data: {json.dumps(data)}\n\n".encode()
 
-    for i, out in enumerate(outs):
-        if chat:
-            yield event({"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
-        for piece in re.findall(r"\s*\S+|\s+", out.text):
-            content = {"delta": {"content": piece}} if chat else {"text": piece, "logprobs": None}
-            yield event({"index": i, **content, "finish_reason": None})
-        end = {"delta": {}} if chat else {"text": "", "logprobs": None}
-        yield event({"index": i, **end, "finish_reason": out.finish_reason})
-    if usage is not None:
-        data = {"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage}
-        yield f"data: {json.dumps(data)}\n\n".encode()
-    yield b"data: [DONE]\n\n"
+def _chunk(rid: str, created: int, model: str, obj: str, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+    """One server-sent event in OpenAI's streaming format."""
+    return _sse_data({"id": rid, "object": obj, "created": created, "model": model, "choices": choices, **extra})
 
 
 class _BodyLimit:

@@ -15,7 +15,9 @@ Scorer's multi-token path) inside the same forward pass. Label tokens come from 
 
 Generation: requests with equal decoding options (max_new_tokens, sampling settings, stop strings) share one
 `Backbone.generate` call (batched KV cache). A seeded sampling request runs alone, so its text does not depend on
-what else was queued.
+what else was queued. Streaming: a request with `on_delta` gets its row's new text from the decoding loop itself
+(`Backbone.generate(on_step=...)` -> `TextStream` -> on_delta, called in the engine's thread) while the batch is
+still decoding; the deltas join to exactly the completion's text, which the future then returns as usual.
 
 Prompt prefix cache (causal models only; other families and prompts with a text update bypass it): a decoder's
 prompt positions never attend to the text, so a prompt's keys and values (`CausalLMBackbone.prompt_prefix`) are
@@ -30,7 +32,7 @@ import json
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -38,7 +40,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from softprompt.artifact import ArtifactError, PromptArtifact, check_model
-from softprompt.models.backbone import Backbone, GenerationOptions
+from softprompt.models.backbone import Backbone, GenerationOptions, TextStream
 from softprompt.models.inputs import PromptInputs
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example, Task
@@ -101,6 +103,7 @@ class _Request:
     artifact: PromptArtifact
     texts: list[str]  # model inputs, already rendered
     options: GenerationOptions | None
+    on_delta: Callable[[str], None] | None = None  # streaming: called with each new piece of the text
     future: Future = field(default_factory=Future)
     enqueued: float = field(default_factory=time.monotonic)
 
@@ -210,13 +213,23 @@ class Engine:
         return self._submit(_Request("classify", record, artifact, rendered, None))
 
     def submit_complete(
-        self, caller: str, ref: str, text: str, options: GenerationOptions, *, use_template: bool = False
+        self,
+        caller: str,
+        ref: str,
+        text: str,
+        options: GenerationOptions,
+        *,
+        use_template: bool = False,
+        on_delta: Callable[[str], None] | None = None,
     ) -> Future:
-        """Future of one `Completion` of `text` (rendered with the prompt's task template if `use_template`)."""
+        """Future of one `Completion` of `text` (rendered with the prompt's task template if `use_template`).
+
+        `on_delta(piece)`, if given, receives the text as it is generated (from the engine's thread; keep it quick),
+        all pieces before the future completes; they join to the completion's text."""
         record, artifact = self.resolve(caller, ref)
         if use_template and artifact.task is not None:
             text = artifact.task.render(Example(text))
-        return self._submit(_Request("generate", record, artifact, [text], options))
+        return self._submit(_Request("generate", record, artifact, [text], options, on_delta))
 
     def classify(
         self, caller: str, ref: str, texts: Sequence[str], timeout: float | None = None
@@ -378,11 +391,32 @@ class Engine:
         options = requests[0].options
         prompts = [self.prepared.get(r.record, r.artifact) for r in requests]
         texts = [r.texts[0] for r in requests]
-        outs = self.backbone.generate(texts, PromptInputs.stack(prompts), options=options)
+        streams = {i: TextStream(self.backbone.tokenizer, options.stop) for i, r in enumerate(requests) if r.on_delta}
+
+        def on_step(row: int, ids: list[int]) -> None:
+            stream = streams.get(row)
+            if stream is not None:
+                self._send(requests[row], stream.push(ids), streams, row)
+
+        outs = self.backbone.generate(
+            texts, PromptInputs.stack(prompts), options=options, on_step=on_step if streams else None
+        )
         self.forward_passes += 1
+        for row, stream in list(streams.items()):
+            self._send(requests[row], stream.finish(outs[row]), streams, row)
         results = []
         for text, out in zip(texts, outs, strict=True):
             n = self.count_tokens(out)
             reason = "length" if n >= options.max_new_tokens else "stop"
             results.append(Completion(out, self.count_tokens(text), n, reason))
         return results
+
+    @staticmethod
+    def _send(request: _Request, delta: str, streams: dict[int, TextStream], row: int) -> None:
+        """Hand a delta to the request's consumer; one that fails (gone) gets no more, the batch goes on."""
+        if not delta:
+            return
+        try:
+            request.on_delta(delta)
+        except Exception:
+            streams.pop(row, None)

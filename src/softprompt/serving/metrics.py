@@ -3,6 +3,13 @@
 Label cardinality is capped: the first `max_prompts` prompts (tenant/name, versions folded together) that receive
 traffic get their own label value; every later one is counted under "other". Each app has its own
 CollectorRegistry, so several servers in one process (tests, replicas) never share counters.
+
+Why the first N and not the N busiest: every series here is a Prometheus counter (or histogram), which must only go
+up for `rate()` to mean anything. Keeping the busiest N would demote a prompt when another overtakes it: its series
+would vanish (read as a reset) and its past counts would have to move into "other", which then jumps; both show as
+false spikes on every dashboard, and which prompts are labelled would flap under shifting load. First-N keeps each
+series stable and monotonic for the life of the process (a restart picks again). Per-prompt totals for every prompt,
+busiest first, are better read from the request log than from a capped label set.
 """
 
 from __future__ import annotations
