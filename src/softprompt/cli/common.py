@@ -180,13 +180,26 @@ def subset(examples: Sequence[Example], limit: int | None, seed: int = 0) -> lis
 def load_splits(
     args: argparse.Namespace, task: Task, seed: int = 0
 ) -> tuple[list[Example], list[Example], list[Example], dict]:
-    """train, validation, test (each possibly subsampled) and a record of what was used, for the artifact."""
-    train = subset(task.load("train", args.data_dir), args.max_train_examples, seed)
-    validation = subset(task.load("validation", args.data_dir), args.max_eval_examples, seed)
+    """train, validation, test (each possibly subsampled) and a record of what was used, for the artifact.
+
+    `--shots K` (train): K per label for train and K more for validation, both from the training split, exactly the
+    examples `softprompt blackbox --shots K` searches on with the same seed (tasks.fewshot.train_dev_k_shot), so
+    gradient and gradient-free runs of a few-shot table see the same data."""
+    shots = getattr(args, "shots", None)
+    if shots is not None:
+        from softprompt.tasks.fewshot import train_dev_k_shot
+
+        if args.max_train_examples is not None or args.max_eval_examples is not None:
+            raise ValueError("--shots picks the train and validation examples; drop --max-train/eval-examples")
+        train, validation = train_dev_k_shot(task.load("train", args.data_dir), shots, seed, len(task.labels))
+    else:
+        train = subset(task.load("train", args.data_dir), args.max_train_examples, seed)
+        validation = subset(task.load("validation", args.data_dir), args.max_eval_examples, seed)
     test = subset(task.load("test", args.data_dir), args.max_test_examples, seed)
     record: dict[str, Any] = {
         "sizes": {"train": len(train), "validation": len(validation), "test": len(test)},
         "limits_seed": seed,
+        **({"shots": shots} if shots is not None else {}),
     }
     return train, validation, test, record
 

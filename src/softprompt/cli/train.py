@@ -20,7 +20,7 @@ from softprompt.cli.common import (
     resolve_task,
     warn_truncated,
 )
-from softprompt.cli.options import add_options, given
+from softprompt.cli.options import add_options, given, positive_int
 from softprompt.prompts import REGISTRY
 from softprompt.training.trainer import TrainConfig
 
@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     add_data_args(p)
     add_model_args(p)
     add_limit_args(p)
+    p.add_argument("--shots", type=positive_int, help="few-shot: K examples per label to train on and K more to "
+                   "validate on, from the training split (the same as `softprompt blackbox --shots K`)")  # fmt: skip
     p.add_argument("--method", default="ulpt", choices=sorted(REGISTRY), help="prompt parametrisation (ulpt)")
     seen = add_options(p.add_argument_group("training"), [TrainConfig])
     add_options(p.add_argument_group("method options (a method refuses another's)"),
