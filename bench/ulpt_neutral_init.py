@@ -109,7 +109,8 @@ def main() -> None:
             return "bare template (no prompt)"
         if r["kind"] == "authors":
             return f"n={r['prompt_len']}: authors' init (z ~ N(0,1)), the default"
-        return f"n={r['prompt_len']}: neutral init ({r['fit_steps']}-step fit, kept step {r['best_step']})"
+        fit = f" + {r['fit_steps']}-step fit, kept step {r['best_step']}" if r["fit_steps"] else ""
+        return f"n={r['prompt_len']}: neutral init (sink token + near-zero positions{fit})"
 
     table = markdown_table(
         ["step-0 prompt", "accuracy", "points vs bare", "loss", "full-vocab KL to bare (64 test texts)", "time (s)"],
@@ -118,16 +119,22 @@ def main() -> None:
     )  # fmt: skip
     neutral = [r for r in rows if r["kind"] == "neutral"]
     fit = neutral[0] if neutral else {}
+    fit_text = (
+        f"then {fit.get('fit_steps')} Adam steps × {args.batch_size} training texts at lr {fit.get('fit_lr')} on the "
+        f"full-vocabulary KL(bare ‖ prompted) at every text position, keeping the best of the checks every 10 steps "
+        f"on {args.held_out} validation texts (carved from train)"
+        if fit.get("fit_steps")
+        else "no fit steps (ULPTConfig.neutral_steps = 0, the default)"
+    )
     setup = (
         f"SST-2 dev ({bare['examples']} sentences{'' if args.max_test_examples is None else ', seeded subset'}), "
-        f"{args.model}, ULPT r={args.rank}, seed {args.seed}; before any training step. Neutral fit: "
-        f"{fit.get('fit_steps')} Adam steps × {args.batch_size} training texts at lr {fit.get('fit_lr')} on the "
-        f"full-vocabulary KL(bare ‖ prompted) at every text position, keeping the best of the checks every 10 steps "
-        f"on {args.held_out} validation texts (carved from train).\n\n"
+        f"{args.model}, ULPT r={args.rank}, seed {args.seed}; before any training step. Neutral init: p_0 = the "
+        f"<|endoftext|> embedding, p_1..p_(n-1) near zero (rms 1e-4), in ULPT's own parameters; {fit_text}.\n\n"
     )
     verdicts = [
         f"n={r['prompt_len']}: {'met' if abs(r['vs_bare_points']) <= 1.0 else 'NOT met'} ({r['vs_bare_points']:+.2f} "
-        f"points; held-out KL by step {', '.join(f'{s}: {kl:.3f}' for s, kl in r['held_out_kl'])})"
+        f"points{'; held-out KL by step ' if r['held_out_kl'] else ''}"
+        f"{', '.join(f'{s}: {kl:.3f}' for s, kl in r['held_out_kl'])})"
         for r in neutral
     ]
     verdict = "\n\nTarget (neutral init within one point of the bare template): " + "; ".join(verdicts) + "."

@@ -71,7 +71,7 @@ def test_fit_lowers_the_kl_on_unseen_texts_and_moves_only_the_prompt():
     scorer = Scorer(backbone, synthetic_task())
     texts, held_out, unseen = synthetic_examples(32, 1), synthetic_examples(8, 2), synthetic_examples(16, 5)
     model_before = {k: v.clone() for k, v in backbone.model.state_dict().items()}
-    prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2, neutral_init=True), backbone, seed=0)
+    prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2), backbone, seed=0)  # any method's start
     start = {k: v.clone() for k, v in prompt.state_dict().items()}
     before = template_kl(scorer, prompt, unseen)
     fit = fit_to_template(scorer, prompt, texts, steps=20, lr=0.03, batch_size=8, held_out=held_out, check_every=5)
@@ -108,3 +108,19 @@ def test_fit_rejects_bad_settings():
         fit_to_template(scorer, prompt, [], steps=1, lr=0.01)
     with pytest.raises(ValueError, match="check_every"):
         fit_to_template(scorer, prompt, synthetic_examples(4, 0), steps=1, lr=0.01, check_every=0)
+
+
+def test_ulpt_neutral_start_is_the_sink_token_then_near_zero_vectors():
+    backbone = learnable_backbone()
+    config = make_prompt_config("ulpt", 6, rank=2, neutral_init=True, neutral_sink="review")
+    prompt = new_prompt(config, backbone, seed=0)
+    vectors = prompt.vectors().detach()
+    sink = backbone.embed(torch.tensor([backbone.tokenize("review")[:1]]))[0, 0]
+    torch.testing.assert_close(vectors[0], sink, atol=1e-5, rtol=1e-4)  # the token's own embedding
+    rms = vectors[1:].pow(2).mean(-1).sqrt()
+    assert bool((rms > 0.5e-4).all() and (rms < 2e-4).all()), rms
+    # in ULPT's own form: the start is z, scale and shift, and the default stays the authors' z ~ N(0, 1)
+    assert set(prompt.state_tensors()) == {"z", "scale", "shift"}
+    default = new_prompt(make_prompt_config("ulpt", 6, rank=2), backbone, seed=0)
+    assert torch.equal(default.scale, torch.ones_like(default.scale)) and not default.shift.any()
+    assert torch.equal(default.z, torch.randn(6, 2, generator=torch.Generator().manual_seed(0)))

@@ -110,7 +110,7 @@ def fit_to_template(
         raise ValueError(f"check_every must be positive, got {check_every}")
     optimizer = torch.optim.Adam(prompt.param_groups(lr), lr=lr)
     result = FitResult([])
-    best = (template_kl(scorer, prompt, held_out), copy.deepcopy(prompt.state_dict())) if held_out else None
+    best = (template_kl(scorer, prompt, held_out), copy.deepcopy(prompt.state_dict())) if held_out and steps else None
     if best:
         result.held_out.append((0, best[0]))
     for step in range(1, steps + 1):
