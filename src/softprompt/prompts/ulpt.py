@@ -23,7 +23,7 @@ Variants for the paper's analyses:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
@@ -48,9 +48,12 @@ class ULPTConfig(PromptConfig):
     use_scale: bool = True
     use_shift: bool = True
     tune: Tuned = "z"  # "projection": z frozen, A learnable (the paper's Table 3)
-    neutral_init: bool = False  # start at the sink token + near-zero positions (see above), not z ~ N(0, 1)
-    neutral_steps: int = 0  # then this many steps of the distillation fit (training texts; labels unused)
-    neutral_sink: str = "<|endoftext|>"  # neutral start: position 0 is this token (what a decoder's documents follow)
+    neutral_init: bool = field(default=False, metadata={"help": "opt-in start near the bare template's zero-shot "
+                               "behaviour: the sink token, then near-zero vectors (not z ~ N(0, 1))"})  # fmt: skip
+    neutral_steps: int = field(default=0, metadata={"help": "after the neutral start, this many steps distilling the "
+                               "bare template's next-token distributions (training texts, labels unused)"})  # fmt: skip
+    neutral_sink: str = field(default="<|endoftext|>", metadata={"help": "the neutral start's first position: this "
+                              "token's embedding (what the model's documents follow)"})  # fmt: skip
 
     def __post_init__(self) -> None:
         super().__post_init__()
