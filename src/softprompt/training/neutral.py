@@ -7,15 +7,18 @@ over the whole vocabulary, on training texts (labels unused). T(x) is every text
 answer position for the other families. The teacher is the frozen model on the bare template, so at KL = 0 the
 prompted model predicts exactly what the template did.
 
-Why this target: a closed form does not exist (bench/results/ulpt_identical_vector_init.md: n copies of one vector
-are n attention sinks, -18 to -24.5 points), and the 2-label KL of the first version gives one number per text, so
-30 steps fitted the training batches (KL 0.13 → 0.06) while dev accuracy fell further (-8.5 points against -5.5 for
+Why this target: no closed form is the bare template (bench/results/ulpt_identical_vector_init.md: n copies of one
+vector are n attention sinks, -18 to -24.5 points), and the 2-label KL of the first version gives one number per text,
+so 30 steps fitted the training batches (KL 0.13 → 0.06) while dev accuracy fell further (-8.5 points against -5.5 for
 the untouched start). The full distribution at every position gives |T|·V numbers per text about what the prompt
 does to the text's hidden states, not only to the answer's two logits (bench/results/ulpt_neutral_init.md).
 
 A decoder's prompt is computed once per step through its key/value prefix (`Backbone.prompt_prefix`, exact), not
 once per text. The fit keeps the prompt with the lowest KL on `held_out` texts, checked every `check_every` steps.
-It trains whatever `prompt.param_groups` holds, so it works for any method; ULPT turns it on with `neutral_init`.
+It trains whatever `prompt.param_groups` holds, so it works for any method; ULPT runs it for `neutral_steps` after
+its neutral start (default 0 steps). Measured: from the authors' start, 30 steps halve the held-out KL (1.06 → 0.56
+nats per position) but SST-2 accuracy falls further (bench/results/ulpt_neutral_init_rejected.md); at ~20 s a step
+on one CPU thread the hundreds of steps it would need are no init, so the closed-form start carries ULPT's option.
 """
 
 from __future__ import annotations
