@@ -17,7 +17,9 @@ Variants for the paper's analyses:
                         z_i = δ(1 + 0.1ε)e_1. Then `neutral_steps` (default 0) steps of the distillation fit of
                         softprompt/training/neutral.py. Why not copies or random vectors: identical vectors are n
                         attention sinks, random ones are read as text (bench/results/ulpt_neutral_init.md and
-                        ulpt_neutral_init_rejected.md measure all of them against the bare template).
+                        ulpt_neutral_init_rejected.md measure all of them against the bare template). On all 872
+                        SST-2 dev sentences with SmolLM2 it is -4.01 points from the bare template at n = 100 (the
+                        authors' start -5.85) and -2.64 at n = 20 (-2.18): not yet within the one point aimed at.
 """
 
 from __future__ import annotations

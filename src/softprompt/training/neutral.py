@@ -11,7 +11,7 @@ Why this target: no closed form is the bare template (bench/results/ulpt_identic
 vector are n attention sinks, -18 to -24.5 points), and the 2-label KL of the first version gives one number per text,
 so 30 steps fitted the training batches (KL 0.13 → 0.06) while dev accuracy fell further (-8.5 points against -5.5 for
 the untouched start). The full distribution at every position gives |T|·V numbers per text about what the prompt
-does to the text's hidden states, not only to the answer's two logits (bench/results/ulpt_neutral_init.md).
+does to the text's hidden states, not only to the answer's two logits (bench/results/ulpt_neutral_init_rejected.md).
 
 A decoder's prompt is computed once per step through its key/value prefix (`Backbone.prompt_prefix`, exact), not
 once per text. The fit keeps the prompt with the lowest KL on `held_out` texts, checked every `check_every` steps.
