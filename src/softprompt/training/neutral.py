@@ -1,36 +1,95 @@
-"""Start a prompt where the bare template is: fit it to the template's own label distribution before training.
+"""Start a prompt where the bare template is: distil the template's own next-token distributions into the prompt.
 
-    min_θ  mean_x KL( p(y | template(x))  ‖  p(y | [P_θ; template(x)]) )      over the training texts (labels unused)
+    min_θ  mean_x  mean_{t ∈ T(x)}  KL( p(· | template(x)_{≤t})  ‖  p(· | [P_θ; template(x)_{≤t}]) )
 
-Why a fit and not a closed-form init: a prompt of n vectors always changes a causal LM's output. On 200 SST-2 dev
-sentences with SmolLM2 and n = 100 (bench/results/ulpt_identical_vector_init.md), every position set to the
-embedding of <|endoftext|> cost 24.5 accuracy points against the bare template, zero vectors 18 (and exact zeros
-give NaN gradients through RMSNorm), the authors' random start 5.5. Identical copies act like one extra attention
-sink whose logit grows by about log n; zeros take the first text token's attention sink away. A few optimiser steps
-on this KL bring the prompt back to the template's behaviour from whatever start the method has, and work for any
-method (`ULPTConfig.neutral_init` turns it on for ULPT; bench/results/ulpt_neutral_init.md measures it).
+over the whole vocabulary, on training texts (labels unused). T(x) is every text position for a decoder-only model
+(the prompt is then a key/value prefix every position reads, and the teacher is the same forward without it) and the
+answer position for the other families. The teacher is the frozen model on the bare template, so at KL = 0 the
+prompted model predicts exactly what the template did.
+
+Why this target: no closed form is the bare template (bench/results/ulpt_identical_vector_init.md: n copies of one
+vector are n attention sinks, -18 to -24.5 points), and the 2-label KL of the first version gives one number per text,
+so 30 steps fitted the training batches (KL 0.13 → 0.06) while dev accuracy fell further (-8.5 points against -5.5 for
+the untouched start). The full distribution at every position gives |T|·V numbers per text about what the prompt
+does to the text's hidden states, not only to the answer's two logits (bench/results/ulpt_neutral_init_rejected.md).
+
+A decoder's prompt is computed once per step through its key/value prefix (`Backbone.prompt_prefix`, exact), not
+once per text. The fit keeps the prompt with the lowest KL on `held_out` texts, checked every `check_every` steps.
+It trains whatever `prompt.param_groups` holds, so it works for any method; ULPT runs it for `neutral_steps` after
+its neutral start (default 0 steps). Measured: from the authors' start, 30 steps halve the held-out KL (1.06 → 0.56
+nats per position) but SST-2 accuracy falls further (bench/results/ulpt_neutral_init_rejected.md); at ~20 s a step
+on one CPU thread the hundreds of steps it would need are no init, so the closed-form start carries ULPT's option.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from softprompt.models.backbone import EncodedBatch
+from softprompt.models.inputs import PromptInputs
 from softprompt.prompts.base import SoftPrompt
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example
 from softprompt.training.batches import batch_indices
 
+NEUTRAL_HELD_OUT = 32  # held-out texts the trainer checks the fit on (validation texts, labels unused)
 
-def template_kl(scorer: Scorer, prompt: SoftPrompt, examples: Sequence[Example]) -> float:
-    """Mean KL(bare template ‖ template with `prompt`) of the label distributions on `examples`."""
+
+@dataclass
+class FitResult:
+    losses: list[float]  # KL of each step's batch, before the update
+    held_out: list[tuple[int, float]] = field(default_factory=list)  # (step, held-out KL) at each check
+    best_step: int = 0  # the step whose prompt was kept (0: the start)
+
+
+def every_position(scorer: Scorer, examples: Sequence[Example]) -> EncodedBatch:
+    """The rendered templates of `examples`, read at every text position (decoders) or the answer position."""
+    encoded = scorer.backbone.encode([scorer.task.render(ex) for ex in examples])
+    if not scorer.backbone.prefix_in_cache:  # an encoder reads one answer position per text
+        return encoded
+    mask = encoded.attention_mask.bool()
+    index = torch.arange(mask.shape[1]).expand_as(mask) * mask
+    return EncodedBatch(encoded.input_ids, encoded.attention_mask, index, mask, encoded.extras, encoded.num_truncated)
+
+
+def shared_inputs(scorer: Scorer, prompt: SoftPrompt) -> PromptInputs:
+    """The prompt as the model reads it: one key/value prefix for a decoder (run once, not once per text)."""
+    inputs = prompt.materialize()
+    one_row = inputs.num_rows == 1 and inputs.embeds is not None and inputs.text_delta is None
+    if scorer.backbone.prefix_in_cache and one_row and inputs.prefix_keys is None:
+        return scorer.backbone.prompt_prefix(inputs)
+    return inputs
+
+
+def template_logprobs(scorer: Scorer, batch: EncodedBatch, prompt: PromptInputs | None) -> torch.Tensor:
+    """(B, S, V) next-token log-probabilities over the vocabulary at the batch's read positions."""
+    return F.log_softmax(scorer.backbone.logits(scorer.backbone.hidden_states(batch, prompt)).float(), -1)
+
+
+def distillation_kl(bare: torch.Tensor, prompted: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over texts of the mean over their read positions of KL(bare ‖ prompted), from log-probabilities."""
+    per_position = (bare.exp() * (bare - prompted)).sum(-1)  # (B, S)
+    mask = mask.to(per_position.device, per_position.dtype)
+    return ((per_position * mask).sum(-1) / mask.sum(-1)).mean()
+
+
+def template_kl(scorer: Scorer, prompt: SoftPrompt, examples: Sequence[Example], batch_size: int = 16) -> float:
+    """The objective above on `examples` (no gradients): 0 for a prompt that changes nothing."""
+    total = 0.0
     with torch.no_grad():
-        batch = scorer.encode(examples)
-        bare = F.log_softmax(scorer.label_scores(batch, None), -1)
-        with_prompt = F.log_softmax(scorer.label_scores(batch, prompt.materialize()), -1)
-        return float(F.kl_div(with_prompt, bare, log_target=True, reduction="batchmean"))
+        inputs = shared_inputs(scorer, prompt)
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            batch = every_position(scorer, chunk)
+            kl = distillation_kl(template_logprobs(scorer, batch, None), template_logprobs(scorer, batch, inputs),
+                                 batch.score_mask)  # fmt: skip
+            total += float(kl) * len(chunk)
+    return total / len(examples)
 
 
 def fit_to_template(
@@ -42,22 +101,37 @@ def fit_to_template(
     lr: float,
     batch_size: int = 8,
     seed: int = 0,
-) -> list[float]:
-    """`steps` AdamW steps (constant lr) on the KL above; returns the KL of each step's batch (before the update)."""
+    held_out: Sequence[Example] = (),
+    check_every: int = 10,
+) -> FitResult:
+    """`steps` Adam steps (constant lr) on the KL above; with `held_out` texts, the prompt ends at its best check."""
     if steps < 0:
         raise ValueError(f"neutral fit steps must be >= 0, got {steps}")
     if not examples:
         raise ValueError("fitting a prompt to the template needs example texts")
-    optimizer = torch.optim.AdamW(prompt.param_groups(lr), lr=lr, weight_decay=0.0)
-    losses = []
-    for step in range(steps):
-        batch = scorer.encode([examples[i] for i in batch_indices(len(examples), batch_size, step, seed + 7919)])
+    if check_every <= 0:
+        raise ValueError(f"check_every must be positive, got {check_every}")
+    optimizer = torch.optim.Adam(prompt.param_groups(lr), lr=lr)
+    result = FitResult([])
+    best = (template_kl(scorer, prompt, held_out), copy.deepcopy(prompt.state_dict())) if held_out and steps else None
+    if best:
+        result.held_out.append((0, best[0]))
+    for step in range(1, steps + 1):
+        batch = every_position(scorer, [examples[i] for i in batch_indices(len(examples), batch_size, step - 1, seed)])
         with torch.no_grad():
-            bare = F.log_softmax(scorer.label_scores(batch, None), -1)
-        with_prompt = F.log_softmax(scorer.label_scores(batch, prompt.materialize()), -1)
-        loss = F.kl_div(with_prompt, bare, log_target=True, reduction="batchmean")
+            bare = template_logprobs(scorer, batch, None)
+        loss = distillation_kl(bare, template_logprobs(scorer, batch, shared_inputs(scorer, prompt)), batch.score_mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        losses.append(loss.item())
-    return losses
+        result.losses.append(loss.item())
+        if best and (step % check_every == 0 or step == steps):
+            kl = template_kl(scorer, prompt, held_out)
+            result.held_out.append((step, kl))
+            if kl < best[0]:
+                best, result.best_step = (kl, copy.deepcopy(prompt.state_dict())), step
+    if best:
+        prompt.load_state_dict(best[1])
+    else:
+        result.best_step = steps
+    return result
