@@ -6,6 +6,8 @@
     RUN_DIR/output.log     what the command printed
 
 The run itself is `softprompt train` or `softprompt blackbox` (the same code, checks and folder layout as by hand),
+or for a zero-shot run `softprompt eval --zero-shot` (nothing to resume: its summary becomes the result, the test
+metrics with 0 trainable parameters),
 called in this process with --resume when the folder holds a checkpoint, else --overwrite (a folder without a
 checkpoint and without result.json holds nothing worth keeping: at most an artifact written just before the first
 checkpoint). `result.json` is written atomically after the command ends, so its presence means "finished"; a run
@@ -78,7 +80,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
 
     from softprompt.checkpoint import has_checkpoint
     from softprompt.cli import main as cli_main
-    from softprompt.experiments.grid import RunSpec
+    from softprompt.experiments.grid import ZERO_SHOT, RunSpec
 
     if threads:
         torch.set_num_threads(threads)
@@ -93,7 +95,8 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
         _write_atomic(run_dir / "spec.json", run.to_dict())  # what the run is, for plots of unfinished runs
         with (run_dir / "attempts.jsonl").open("a") as f:
             f.write(json.dumps({"time": time.time(), "pid": os.getpid(), "resume": resume}) + "\n")
-        argv = [*run.argv(run_dir), "--resume" if resume else "--overwrite"]
+        zero_shot = run.method == ZERO_SHOT
+        argv = run.argv(run_dir) if zero_shot else [*run.argv(run_dir), "--resume" if resume else "--overwrite"]
         out, err = io.StringIO(), io.StringIO()
         started = time.perf_counter()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -105,7 +108,14 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
         if code != 0:
             lines = [line for line in err.getvalue().splitlines() if line.strip()]
             return {**record, "status": "failed", "error": lines[-1] if lines else f"exit status {code}"}
-        result = {**record, "status": "done", "metric": _primary_metric(run_dir), "summary": _summary(out.getvalue())}
+        summary = _summary(out.getvalue())
+        if zero_shot:
+            metric = summary["metric"]
+            test = {k: v for k, v in summary.items() if k not in ("task", "split", "prompt", "metric")}
+            summary = {"test": test, "trainable_parameters": 0}
+        else:
+            metric = _primary_metric(run_dir)
+        result = {**record, "status": "done", "metric": metric, "summary": summary}
         _write_atomic(run_dir / RESULT, result)
         return result
 
