@@ -282,3 +282,18 @@ def test_zero_shot_row_is_the_bare_template_on_the_same_test_subset_as_trained_r
     assert rows["zero-shot"]["parameters_mean"] == 0 and rows["zero-shot"]["test_mean"] == bare[metric]
     row = f"| synthetic | tiny-llama-steerable | zero-shot | 1 | accuracy | {bare[metric]:.4f} ± 0.0000 | - | 0 |"
     assert row in (tmp_path / "sweep" / "results.md").read_text()
+
+    # The main table (softprompt analyze main-table): one row per method in the grid's order, test metric x 100.
+    import csv
+
+    from softprompt.experiments.analyses import main_table
+
+    main_table(tmp_path / "sweep")
+    tuned_group = grid.runs[1].group
+    table = list(csv.DictReader((tmp_path / "sweep" / "main-table.csv").open()))
+    assert [(r["method"], r["parameters"]) for r in table] == [
+        ("zero-shot", "0"),
+        (tuned_group, f"{tuned['summary']['trainable_parameters']:,}"),
+    ]
+    for r, score in zip(table, (bare[metric], tuned["summary"]["test"][metric]), strict=True):
+        assert r["synthetic (accuracy)"] == r["average (1 tasks)"] == f"{100 * score:.1f}"

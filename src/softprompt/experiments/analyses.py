@@ -12,7 +12,8 @@
                 ULPT at equal parameter count (n·r constant) sits beside vanilla prompt tuning
 * tune-projection  test metric of each group as bars (tune z vs tune the projection at equal budget, Table 3)
 * main-table    one row per method (zero-shot included), one column per task (test metric × 100, mean over seeds)
-                and the average over the tasks every row has finished, so a partial sweep's average stays fair
+                and the average over the tasks every row has finished, so a partial sweep's average stays fair;
+                with a prompt_tuning row, each row's average and parameter count as % of prompt tuning's
 """
 
 from __future__ import annotations
@@ -306,6 +307,12 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
         row[f"average ({len(complete)} tasks)"] = _one_decimal(score["average"])
         rows.append(row)
         scores.append(score)
+        score["parameters"] = next(iter({r["parameters"] for t in tasks for r in by_cell.get((method, t), [])}))
+    if "prompt_tuning" in methods:  # the paper's comparison: each row's average and size against prompt tuning's
+        pt = scores[methods.index("prompt_tuning")]
+        for row, score in zip(rows, scores, strict=True):
+            row["average % of PT"] = _one_decimal(100 * score["average"] / pt["average"]) if pt["average"] else "-"
+            row["parameters % of PT"] = _one_decimal(100 * score["parameters"] / pt["parameters"])
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks)), 4))
     width = 0.8 / len(methods)
     for i, (method, score) in enumerate(zip(methods, scores, strict=True)):
