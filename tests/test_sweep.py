@@ -229,6 +229,7 @@ def test_zero_shot_block_runs_eval_on_the_test_subset_train_uses():
     [
         ({"method": "zero-shot", "steps": 3}, {}, "zero-shot run has no option 'steps'"),
         ({"method": "zero-shot", "optimizer": "cmaes"}, {}, "no optimizer"),
+        ({"method": "ulpt", "optimizer": "none"}, {}, "optimizer must be gradient or cmaes"),
         ({"method": "zero-shot"}, {"data": "train.csv"}, "own files \\(data\\)"),
     ],
 )

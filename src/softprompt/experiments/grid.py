@@ -231,7 +231,7 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
             expanded += _zero_shot(block, common, resources, where)
             continue
         optimizer = block.get("optimizer", "cmaes" if method in CMAES_ONLY else "gradient")
-        if optimizer not in COMMANDS:
+        if optimizer not in ("gradient", "cmaes"):
             raise ValueError(f"{where}: optimizer must be gradient or cmaes, got {optimizer!r}")
         command = COMMANDS[optimizer]
         method_choices = options[command]["method"].choices

@@ -6,8 +6,6 @@
     RUN_DIR/output.log     what the command printed
 
 The run itself is `softprompt train` or `softprompt blackbox` (the same code, checks and folder layout as by hand),
-or for a zero-shot run `softprompt eval --zero-shot` (nothing to resume: its summary becomes the result, the test
-metrics with 0 trainable parameters),
 called in this process with --resume when the folder holds a checkpoint, else --overwrite (a folder without a
 checkpoint and without result.json holds nothing worth keeping: at most an artifact written just before the first
 checkpoint). `result.json` is written atomically after the command ends, so its presence means "finished"; a run
@@ -16,6 +14,9 @@ killed at any point before has a checkpoint or nothing, and resumes or restarts.
 A lock on the folder (flock, released by the OS when the process dies) keeps two sweeps from running one run at
 once. As a subprocess of a local sweep (`python -m softprompt.experiments.worker`), the worker also asks Linux to
 kill it when the sweep dies, so `kill -9` of the sweep leaves no orphan still writing.
+
+A zero-shot run is `softprompt eval --zero-shot` (nothing to resume or save): its printed metrics become the
+result's test metrics, with 0 trainable parameters.
 """
 
 from __future__ import annotations
