@@ -196,3 +196,105 @@ def test_a_failing_run_is_reported_not_recorded_as_finished(tmp_path):
     result = execute(spec.to_dict(), tmp_path / spec.name, threads=1)
     assert result["status"] == "failed" and "lr must be a positive number" in result["error"]
     assert read_result(tmp_path / spec.name) is None  # a later start of the sweep tries it again
+
+
+def test_zero_shot_block_runs_eval_on_the_test_subset_train_uses():
+    grid = parse_grid(
+        {
+            "tasks": ["sst2"],
+            "seeds": [3],
+            "common": {
+                "data_dir": "/data",
+                "steps": 7,
+                "batch_size": 8,
+                "eval_batch_size": 16,
+                "max_test_examples": 200,
+                "dtype": "auto",
+            },
+            "runs": [{"method": "zero-shot"}, {"method": "prompt_tuning"}],
+        }  # fmt: skip
+    )
+    zero, tuned = grid.runs
+    assert (zero.group, zero.command, tuned.command) == ("zero-shot", "eval", "train")
+    args = build_parser().parse_args(zero.argv("/tmp/x"))
+    assert (args.command, args.zero_shot, args.split, args.task, args.seed) == ("eval", True, "test", "sst2", 3)
+    # train's test subset (max_test_examples, seed) and eval batch under eval's names; train's batch is not given
+    assert (args.limit, args.batch_size, args.data_dir, args.dtype) == (200, 16, "/data", "auto")
+    train = build_parser().parse_args(tuned.argv("/tmp/y"))
+    assert (train.max_test_examples, train.seed, train.batch_size) == (200, 3, 8)
+
+
+@pytest.mark.parametrize(
+    "block, common, message",
+    [
+        ({"method": "zero-shot", "steps": 3}, {}, "zero-shot run has no option 'steps'"),
+        ({"method": "zero-shot", "optimizer": "cmaes"}, {}, "no optimizer"),
+        ({"method": "ulpt", "optimizer": "none"}, {}, "optimizer must be gradient or cmaes"),
+        ({"method": "zero-shot"}, {"data": "train.csv"}, "own files \\(data\\)"),
+    ],
+)
+def test_bad_zero_shot_blocks_are_refused(block, common, message):
+    with pytest.raises(ValueError, match=message):
+        parse_grid({"tasks": ["sst2"], "common": common, "runs": [block]})
+
+
+def test_zero_shot_row_is_the_bare_template_on_the_same_test_subset_as_trained_runs(tmp_path):
+    import random
+
+    from softprompt.evaluation import evaluate
+    from softprompt.experiments.sweep import run_sweep
+    from softprompt.scoring import Scorer
+    from softprompt.tasks.custom.build import build_custom_task
+    from softprompt.tasks.custom.spec import load_spec_file
+    from softprompt.testing import tiny_backbone_named
+
+    task_file, seed, n = write_task(tmp_path), 1, 8
+    grid = parse_grid(
+        {
+            "name": "tiny",
+            "tasks": [str(task_file)],
+            "models": ["tiny-llama-steerable"],
+            "seeds": [seed],
+            "common": {"batch_size": 4, "steps": 4, "eval_every": 2, "max_test_examples": n},
+            "runs": [{"method": "zero-shot"}, {"method": "ulpt", "prompt_len": 4, "rank": 2}],
+        },
+        tmp_path,
+    )
+    report = run_sweep(grid, tmp_path / "sweep", echo=lambda line: None)
+    assert not report.failed, report.failed
+    zero, tuned = report.results
+
+    # Ground truth: the seeded subset drawn here, scored with no prompt / with the trained prompt in this process.
+    task, _, _, full_test = build_custom_task(load_spec_file(task_file))
+    test = [full_test[i] for i in sorted(random.Random(seed).sample(range(len(full_test)), n))]
+    assert test != [full_test[i] for i in sorted(random.Random(0).sample(range(len(full_test)), n))]
+    scorer = Scorer(tiny_backbone_named("tiny-llama-steerable"), task)
+    bare = evaluate(scorer, test, None)
+    trained = evaluate(scorer, test, PromptArtifact.from_pretrained(tmp_path / "sweep" / tuned["name"]).prompt)
+    metric = zero["metric"]
+    assert metric == tuned["metric"] == "accuracy"
+    assert zero["summary"]["test"]["num_examples"] == tuned["summary"]["test"]["num_examples"] == n
+    assert zero["summary"]["test"][metric] == bare[metric]
+    assert zero["summary"]["test"]["loss"] == pytest.approx(bare["loss"], rel=1e-5)
+    assert tuned["summary"]["test"]["loss"] == pytest.approx(trained["loss"], rel=1e-5)  # train scored this subset
+    assert tuned["summary"]["test"]["loss"] != pytest.approx(bare["loss"], rel=1e-5)  # (and the prompt mattered)
+
+    rows = {row["group"]: row for row in group_rows([run_row(r) for r in report.results])}
+    assert rows["zero-shot"]["parameters_mean"] == 0 and rows["zero-shot"]["test_mean"] == bare[metric]
+    row = f"| synthetic | tiny-llama-steerable | zero-shot | 1 | accuracy | {bare[metric]:.4f} ± 0.0000 | - | 0 |"
+    assert row in (tmp_path / "sweep" / "results.md").read_text()
+
+    # The main table (softprompt analyze main-table): one row per method in the grid's order, test metric x 100.
+    import csv
+
+    from softprompt.experiments.analyses import main_table
+
+    main_table(tmp_path / "sweep")
+    tuned_group = grid.runs[1].group
+    table = list(csv.DictReader((tmp_path / "sweep" / "main-table.csv").open()))
+    assert [(r["method"], r["parameters"]) for r in table] == [
+        ("zero-shot", "0"),
+        (tuned_group, f"{tuned['summary']['trainable_parameters']:,}"),
+    ]
+    for r, score in zip(table, (bare[metric], tuned["summary"]["test"][metric]), strict=True):
+        assert r["synthetic (accuracy)"] == r["average (1 tasks)"] == f"{100 * score:.1f}"

@@ -3,7 +3,8 @@
 Given a grid file (experiments/*.yaml), the sweep runs first (finished runs are skipped), then the analysis reads
 its folder; given a sweep folder, the analysis reads what has finished. Analyses (softprompt/experiments/analyses.py):
 shift-scale (experiments/shift_scale.yaml), similarity (experiments/similarity.yaml), rank-length
-(experiments/rank_length.yaml), tune-projection (experiments/tune_projection.yaml), curves (any sweep).
+(experiments/rank_length.yaml), tune-projection (experiments/tune_projection.yaml), main-table
+(experiments/main_table.yaml: methods × tasks with an average column), curves (any sweep).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-NAMES = ("shift-scale", "similarity", "rank-length", "tune-projection", "curves")
+NAMES = ("shift-scale", "similarity", "rank-length", "tune-projection", "main-table", "curves")
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:

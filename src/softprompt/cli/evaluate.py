@@ -24,8 +24,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     add_model_args(p, default=None)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--limit", type=positive_int, help="score a seeded subset of this many examples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (0); `train --seed S "
+                   "--max-test-examples N` tests on the subset `--split test --limit N --seed S` scores")  # fmt: skip
     p.add_argument("--zero-shot", action="store_true", help="score the task's bare template without any prompt")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass (32)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
@@ -41,20 +44,21 @@ def run(args: argparse.Namespace) -> int:
         if args.dir or not (args.task or custom_spec(args)):
             raise ValueError("--zero-shot takes --task (or --data with its columns) and no artifact folder")
         task = resolve_task(args)
-        examples = subset(eval_examples(args, task, args.split), args.limit)
+        examples = subset(eval_examples(args, task, args.split), args.limit, args.seed)
         backbone = backbone_from_args(args)
         scorer = Scorer(backbone, task)
         warn_truncated(scorer, {args.data or args.split: examples})
-        metrics = evaluate(LocalEvaluator(scorer), examples, None, args.batch_size, progress=True)
-        print_json({"task": task.name, "split": args.data or args.split, "prompt": None, **metrics})
+        metrics = evaluate(LocalEvaluator(scorer), examples, None, args.batch_size, progress=not args.quiet)
+        split = args.data or args.split
+        print_json({"task": task.name, "split": split, "prompt": None, "metric": task.metrics[0], **metrics})
         return 0
     if not args.dir:
         raise ValueError("name an artifact folder (or use --zero-shot)")
     model = backbone_from_args(args, default=read_metadata(args.dir)["model"]["name"])
     tuned = load(args.dir, model=model, task=args.task)
-    examples = subset(eval_examples(args, tuned.task, args.split), args.limit)
+    examples = subset(eval_examples(args, tuned.task, args.split), args.limit, args.seed)
     warn_truncated(tuned.scorer, {args.data or args.split: examples})
-    metrics = evaluate(tuned.evaluator, examples, tuned.artifact.prompt, args.batch_size, progress=True)
+    metrics = evaluate(tuned.evaluator, examples, tuned.artifact.prompt, args.batch_size, progress=not args.quiet)
     split = args.data or args.split
     print_json({"task": tuned.task.name, "split": split, "method": tuned.artifact.method, **metrics})
     return 0

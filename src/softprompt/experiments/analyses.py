@@ -11,6 +11,9 @@
 * rank-length   test metric against trainable parameters, each group labelled by its rank and prompt length, so
                 ULPT at equal parameter count (n·r constant) sits beside vanilla prompt tuning
 * tune-projection  test metric of each group as bars (tune z vs tune the projection at equal budget, Table 3)
+* main-table    one row per method (zero-shot included), one column per task (test metric × 100, mean over seeds)
+                and the average over the tasks every row has finished, so a partial sweep's average stays fair;
+                with a prompt_tuning row, each row's average and parameter count as % of prompt tuning's
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from softprompt.experiments.grid import RunSpec
+from softprompt.experiments.grid import RunSpec, parse_grid
 from softprompt.experiments.results import _csv, _fmt, _replace
 
 SPEC = "spec.json"
@@ -273,10 +276,62 @@ def tune_projection(sweep: str | Path, out: str | Path | None = None) -> Path:
     return _write(Path(out or sweep), "tune-projection", fig, rows, "Tune z vs tune the projection")
 
 
+def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
+    """Methods × tasks: test metric × 100 (mean over seeds), trainable parameters, and the average over the tasks
+    that every method has finished (the others are shown but left out of the average)."""
+    from softprompt.experiments.results import read_runs
+
+    plt = _pyplot()
+    runs = read_runs(sweep)  # result.json of every finished run, zero-shot runs included (they have no log)
+    if not runs:
+        raise ValueError(f"{sweep}: no finished runs yet")
+    grid = Path(sweep) / "grid.json"  # rows and columns in the grid's order when the sweep wrote it
+    planned = parse_grid(json.loads(grid.read_text())).runs if grid.exists() else []
+    tasks = list(dict.fromkeys([s.task_name for s in planned] + [r["task"] for r in runs]))
+    methods = list(dict.fromkeys([s.group for s in planned] + [r["group"] for r in runs]))
+    tasks = [t for t in tasks if any(r["task"] == t for r in runs)]
+    methods = [m for m in methods if any(r["group"] == m for r in runs)]
+    by_cell = _groups(runs, lambda r: (r["group"], r["task"]))
+    complete = [t for t in tasks if all((m, t) in by_cell for m in methods)]
+    metric = {t: next(r["metric"] for r in runs if r["task"] == t) for t in tasks}
+    rows, scores = [], []
+    for method in methods:
+        row: dict[str, Any] = {"method": method}
+        params = {r["parameters"] for t in tasks for r in by_cell.get((method, t), [])}
+        row["parameters"] = f"{params.pop():,.0f}" if len(params) == 1 else "varies"
+        row["seeds"] = max(len(by_cell.get((method, t), [])) for t in tasks)
+        score = {t: 100 * _mean_std([r["test"] for r in by_cell.get((method, t), [])])[0] for t in tasks}
+        values = [score[t] for t in complete]
+        score["average"] = statistics.fmean(values) if values else math.nan
+        row.update({f"{t} ({metric[t]})": _one_decimal(score[t]) for t in tasks})
+        row[f"average ({len(complete)} tasks)"] = _one_decimal(score["average"])
+        rows.append(row)
+        scores.append(score)
+        score["parameters"] = next(iter({r["parameters"] for t in tasks for r in by_cell.get((method, t), [])}))
+    if "prompt_tuning" in methods:  # the paper's comparison: each row's average and size against prompt tuning's
+        pt = scores[methods.index("prompt_tuning")]
+        for row, score in zip(rows, scores, strict=True):
+            row["average % of PT"] = _one_decimal(100 * score["average"] / pt["average"]) if pt["average"] else "-"
+            row["parameters % of PT"] = _one_decimal(100 * score["parameters"] / pt["parameters"])
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks)), 4))
+    width = 0.8 / len(methods)
+    for i, (method, score) in enumerate(zip(methods, scores, strict=True)):
+        ax.bar([j + i * width for j in range(len(tasks))], [score[t] for t in tasks], width, label=method)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], [f"{t}\n{metric[t]}" for t in tasks], fontsize=8)
+    ax.set(ylabel="test metric × 100", title=f"main table: {Path(sweep).name}")
+    ax.legend(fontsize=7)
+    return _write(Path(out or sweep), "main-table", fig, rows, f"Main table: {Path(sweep).name} (test metric × 100)")
+
+
+def _one_decimal(value: float) -> str:
+    return f"{value:.1f}" if math.isfinite(value) else "-"
+
+
 ANALYSES: dict[str, Callable[..., Path]] = {
     "curves": curves,
     "shift-scale": shift_scale,
     "similarity": similarity,
     "rank-length": rank_length,
     "tune-projection": tune_projection,
+    "main-table": main_table,
 }

@@ -11,6 +11,8 @@
       - method: prompt_tuning
       - {method: bbt, budget: 300}  # bbt/bbtv2 run `softprompt blackbox` (CMA-ES); others `train` unless
                                     # `optimizer: cmaes` is given
+      - method: zero-shot           # the task's bare template, no prompt: `softprompt eval --zero-shot` on the
+                                    # same seeded test subset `train` scores (max_test_examples, the run's seed)
 
 A block may also list `cases:` (dicts of settings taken together, e.g. rank and prompt length at equal parameter
 count), crossed with its axes. Settings are the options of `softprompt train` / `softprompt blackbox` with
@@ -19,6 +21,11 @@ error, a `common` one is given only to the commands that take it (an error if ne
 
 Every run gets a folder name made from its own settings (readable) and a hash of everything it runs with, so the
 name stays the same from one start of the sweep to the next, and a changed setting gives a new folder.
+
+A zero-shot run takes from `common` (and its block) only what means the same to `eval` as to `train`: the data and
+model options, and `max_test_examples` / `eval_batch_size` under eval's names `limit` / `batch_size` (train's
+`batch_size` is its training batch and is not given). It cannot score own data files (`data`/`test`): name a task
+file instead, whose test split both commands read the same way.
 """
 
 from __future__ import annotations
@@ -32,8 +39,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-COMMANDS = {"gradient": "train", "cmaes": "blackbox"}
+COMMANDS = {"gradient": "train", "cmaes": "blackbox", "none": "eval"}
+TUNED = ("train", "blackbox")
 CMAES_ONLY = ("bbt", "bbtv2")
+ZERO_SHOT = "zero-shot"
+# What a zero-shot run (`softprompt eval --zero-shot`) takes of the grid's settings: the options both commands read
+# the same way, and train's test-subset size and evaluation batch under eval's names.
+ZERO_SHOT_SHARED = {"data_dir", "text_column", "text_pair_column", "label_column", "target_column", "template",
+                    "verbalizer", "metrics", "max_length", "dtype", "device"}  # fmt: skip
+ZERO_SHOT_RENAME = {"max_test_examples": "limit", "eval_batch_size": "batch_size"}
+OWN_FILES = ("data", "validation", "test")
 TOP_KEYS = {"name", "tasks", "task", "models", "model", "seeds", "common", "runs", "resources", "out"}
 BLOCK_KEYS = {"method", "optimizer", "cases", "resources", "label"}
 PATH_KEYS = {"data_dir", "data", "validation", "test", "task_file"}
@@ -47,7 +62,7 @@ class RunSpec:
     task: str
     model: str
     method: str
-    optimizer: str  # gradient | cmaes
+    optimizer: str  # gradient | cmaes | none (zero-shot: nothing is tuned)
     seed: int
     settings: dict[str, Any]  # the block's own settings (what tells this group from the others)
     common: dict[str, Any] = field(default_factory=dict)
@@ -99,11 +114,13 @@ class RunSpec:
     def argv(self, out_dir: str | Path) -> list[str]:
         """The `softprompt` command line of this run (without --resume/--overwrite); relative paths made absolute."""
         task = ["--task-file", self._path(self.task)] if _is_task_file(self.task) else ["--task", self.task]
-        argv = [self.command, *task, "--method", self.method, "--model", self.model, "--seed", str(self.seed)]
+        # A zero-shot run scores the test split only (the worker writes its result); the others train into out_dir.
+        what = ["--zero-shot", "--split", "test"] if self.method == ZERO_SHOT else ["--method", self.method]
+        argv = [self.command, *what, *task, "--model", self.model, "--seed", str(self.seed)]
         options = command_options(self.command)
         for key, value in {**self.common, **self.settings}.items():
             argv += _flag(options[key], self._path(value) if key in PATH_KEYS else value)
-        return [*argv, "--out", str(out_dir), "--quiet"]
+        return [*argv, "--quiet"] if self.method == ZERO_SHOT else [*argv, "--out", str(out_dir), "--quiet"]
 
     def _path(self, value: Any) -> Any:
         if not isinstance(value, str) or Path(value).is_absolute() or not self.base:
@@ -201,17 +218,20 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
     common = dict(data.get("common") or {})
     resources = data.get("resources") or {}
     options = {cmd: command_options(cmd) for cmd in COMMANDS.values()}
-    for opts in options.values():
-        common = _canonical(common, opts)
+    for cmd in TUNED:
+        common = _canonical(common, options[cmd])
     for key in common:
-        if key in NOT_SETTINGS or not any(key in opts for opts in options.values()):
+        if key in NOT_SETTINGS or not any(key in options[cmd] for cmd in TUNED):
             raise ValueError(f"grid common: {key!r} is not an option of softprompt train or blackbox")
     expanded: list[tuple[dict[str, Any], str, str, dict[str, Any], dict[str, Any]]] = []
     for i, block in enumerate(blocks):
         where = f"grid runs[{i}] ({block['method']})"
         method = block["method"]
+        if method == ZERO_SHOT:
+            expanded += _zero_shot(block, common, resources, where)
+            continue
         optimizer = block.get("optimizer", "cmaes" if method in CMAES_ONLY else "gradient")
-        if optimizer not in COMMANDS:
+        if optimizer not in ("gradient", "cmaes"):
             raise ValueError(f"{where}: optimizer must be gradient or cmaes, got {optimizer!r}")
         command = COMMANDS[optimizer]
         method_choices = options[command]["method"].choices
@@ -248,6 +268,34 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
     if len(set(names)) != len(names):
         raise ValueError("grid: two runs have the same settings (a block or value is listed twice)")
     return Grid(str(data.get("name", "sweep")), runs, data)
+
+
+def _zero_shot_settings(settings: dict[str, Any], where: str, strict: bool) -> dict[str, Any]:
+    """Train's names of the settings a zero-shot run takes, as eval's (others: an error if `strict`, else left out)."""
+    own = sorted(k for k in settings if k in OWN_FILES)
+    if own:
+        raise ValueError(f"{where}: zero-shot scores a task's test split; own files ({', '.join(own)}) cannot be "
+                         "split as train splits them: use a task file (tasks: [my_task.yaml])")  # fmt: skip
+    bad = [k for k in settings if k not in ZERO_SHOT_SHARED and k not in ZERO_SHOT_RENAME]
+    if strict and bad:
+        raise ValueError(f"{where}: a zero-shot run has no option {', '.join(map(repr, bad))} (it trains nothing)")
+    return {ZERO_SHOT_RENAME.get(k, k): v for k, v in settings.items() if k not in bad}
+
+
+def _zero_shot(
+    block: dict[str, Any], common: dict[str, Any], resources: dict[str, Any], where: str
+) -> list[tuple[dict[str, Any], str, str, dict[str, Any], dict[str, Any]]]:
+    """A zero-shot block's runs: `softprompt eval --zero-shot` with the settings that mean the same as train's."""
+    if block.get("optimizer", "none") != "none":
+        raise ValueError(f"{where}: a zero-shot run has no optimizer")
+    res = {**resources, **(block.get("resources") or {})}
+    train = command_options("train")
+    out = []
+    for settings in _expand(block, where):
+        settings = _zero_shot_settings(_canonical(settings, train), where, strict=True)
+        own_common = {k: v for k, v in _zero_shot_settings(common, where, strict=False).items() if k not in settings}
+        out.append((block, ZERO_SHOT, "none", settings, {"common": own_common, **res}))
+    return out
 
 
 def load_grid(path: str | Path) -> Grid:

@@ -14,6 +14,9 @@ killed at any point before has a checkpoint or nothing, and resumes or restarts.
 A lock on the folder (flock, released by the OS when the process dies) keeps two sweeps from running one run at
 once. As a subprocess of a local sweep (`python -m softprompt.experiments.worker`), the worker also asks Linux to
 kill it when the sweep dies, so `kill -9` of the sweep leaves no orphan still writing.
+
+A zero-shot run is `softprompt eval --zero-shot` (nothing to resume or save): its printed metrics become the
+result's test metrics, with 0 trainable parameters.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
 
     from softprompt.checkpoint import has_checkpoint
     from softprompt.cli import main as cli_main
-    from softprompt.experiments.grid import RunSpec
+    from softprompt.experiments.grid import ZERO_SHOT, RunSpec
 
     if threads:
         torch.set_num_threads(threads)
@@ -93,7 +96,8 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
         _write_atomic(run_dir / "spec.json", run.to_dict())  # what the run is, for plots of unfinished runs
         with (run_dir / "attempts.jsonl").open("a") as f:
             f.write(json.dumps({"time": time.time(), "pid": os.getpid(), "resume": resume}) + "\n")
-        argv = [*run.argv(run_dir), "--resume" if resume else "--overwrite"]
+        zero_shot = run.method == ZERO_SHOT
+        argv = run.argv(run_dir) if zero_shot else [*run.argv(run_dir), "--resume" if resume else "--overwrite"]
         out, err = io.StringIO(), io.StringIO()
         started = time.perf_counter()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -105,7 +109,14 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
         if code != 0:
             lines = [line for line in err.getvalue().splitlines() if line.strip()]
             return {**record, "status": "failed", "error": lines[-1] if lines else f"exit status {code}"}
-        result = {**record, "status": "done", "metric": _primary_metric(run_dir), "summary": _summary(out.getvalue())}
+        summary = _summary(out.getvalue())
+        if zero_shot:
+            metric = summary["metric"]
+            test = {k: v for k, v in summary.items() if k not in ("task", "split", "prompt", "metric")}
+            summary = {"test": test, "trainable_parameters": 0}
+        else:
+            metric = _primary_metric(run_dir)
+        result = {**record, "status": "done", "metric": metric, "summary": summary}
         _write_atomic(run_dir / RESULT, result)
         return result
 
