@@ -182,3 +182,32 @@ def test_prompts_for_another_model_are_refused(arts):
             engine.submit_classify("a", "ulpt", TEXTS[:1])
     finally:
         engine.close()
+
+
+@pytest.mark.parametrize("arch", ["t5", "roberta"])
+def test_encoder_models_serve_with_the_prefix_cache_on(arch):
+    """An encoder has no key/value prefix for a prompt: the cache (on by default) keeps its inputs instead, and each
+    row is what the Scorer gives it alone."""
+    from softprompt.api import make_prompt_config, new_prompt
+    from softprompt.artifact import PromptArtifact
+    from tests.synthetic import synthetic_task
+
+    bb = tiny_backbone(arch, init_scale=0.5)
+    registry = make_registry()
+    registry.create_tenant("a")
+    prompts = {}
+    for seed in (0, 1):
+        prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2), bb, seed)
+        prompts[f"p{seed}"] = PromptArtifact(prompt, bb.describe(), synthetic_task())
+        registry.put("a", f"p{seed}", prompts[f"p{seed}"].to_bytes())
+    engine = Engine(bb, make_cache(registry), EngineConfig(max_batch_rows=4, max_wait_ms=10_000))
+    try:
+        futures = [engine.submit_classify("a", name, ["good movie", "bad film"]) for name in prompts]
+        results = [f.result(timeout=60) for f in futures]
+        assert engine.forward_passes == 1 and engine.prepared.stats()["mode"] == "inputs"
+    finally:
+        engine.close()
+    for artifact, result in zip(prompts.values(), results, strict=True):
+        for text, got in zip(["good movie", "bad film"], result, strict=True):
+            want = alone_probabilities(bb, artifact, text)
+            torch.testing.assert_close(as_vector(got, artifact.task), want, atol=1e-5, rtol=1e-4)

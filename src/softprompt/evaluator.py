@@ -138,20 +138,13 @@ class LocalEvaluator(BackboneAccess):
         return torch.cat(columns, dim=1)
 
     def _as_prefix(self, prompts: PromptInputs) -> PromptInputs:
-        """Each row's key/value prefix where the model has one for it (decoder, input-layer vectors, no text update,
-        no prefix yet), else the prompts unchanged."""
-        if (
-            not self.prefix
-            or self.backbone.kind != "causal"
-            or prompts.embeds is None
-            or prompts.text_delta is not None
-        ):
-            return prompts
-        if prompts.prefix_keys is not None:
+        """`Backbone.as_prefix` unless turned off, or where the model cannot keep the prefix (a sliding window
+        shorter than the prompt, a row of length 0): then the prompts as they are."""
+        if not self.prefix:
             return prompts
         try:
-            return PromptInputs.stack([self.backbone.prompt_prefix(prompts.row(i)) for i in range(prompts.num_rows)])
-        except ValueError:  # e.g. a sliding-window model that keeps fewer positions than the prompt has
+            return self.backbone.as_prefix(prompts)
+        except ValueError:
             return prompts
 
     def generate(self, examples: Sequence[Example], prompt: PromptInputs, **options: Any) -> list[str]:

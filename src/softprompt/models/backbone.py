@@ -408,6 +408,20 @@ class Backbone:
             "values change with every text; no fixed key/value prefix acts like the prompt (decoder-only models only)"
         )
 
+    def as_prefix(self, prompt: PromptInputs) -> PromptInputs:
+        """`prompt` with each row's input-layer vectors (deep prompts included) replaced by the key/value prefix that
+        acts exactly like them, so their positions run once instead of once per text; unchanged where the model
+        has no such prefix (encoders) or the row is not plain input vectors (a text update, a prefix already).
+
+        The one place that decides it for evaluation, the serving engine's prompt cache and the neutral fit."""
+        if not self.prefix_in_cache or prompt.embeds is None:
+            return prompt
+        if prompt.text_delta is not None or prompt.prefix_keys is not None:
+            return prompt
+        if prompt.num_rows == 1:
+            return self.prompt_prefix(prompt)
+        return PromptInputs.stack([self.prompt_prefix(prompt.row(i)) for i in range(prompt.num_rows)])
+
     # --- forward ------------------------------------------------------------------------------------------------
     def hidden_states(
         self,

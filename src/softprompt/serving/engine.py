@@ -20,7 +20,7 @@ what else was queued. Streaming: a request with `on_delta` gets its row's new te
 still decoding; the deltas join to exactly the completion's text, which the future then returns as usual.
 
 Prompt prefix cache (causal models only; other families and prompts with a text update bypass it): a decoder's
-prompt positions never attend to the text, so a prompt's keys and values (`CausalLMBackbone.prompt_prefix`) are
+prompt positions never attend to the text, so a prompt's keys and values (`Backbone.as_prefix`) are
 computed once and stand in for it in every row. Key: (record.key = "tenant/name@version", record.sha256,
 backbone.fingerprint), so two tenants' prompts of one name, two versions, or one blob on another model never share
 an entry. Bounded in bytes, least recently used out first.
@@ -119,7 +119,7 @@ class PreparedPrompts:
 
     def __init__(self, backbone: Backbone, max_bytes: int, prefix: bool) -> None:
         self.backbone, self.max_bytes = backbone, max_bytes
-        self.prefix = prefix and callable(getattr(backbone, "prompt_prefix", None))
+        self.prefix = prefix and backbone.prefix_in_cache
         self._entries: OrderedDict[tuple[str, str, str], tuple[PromptInputs, int]] = OrderedDict()
         self._lock = threading.Lock()
         self.bytes = self.hits = self.misses = self.bypassed = 0
@@ -137,10 +137,9 @@ class PreparedPrompts:
                 self.hits += 1
                 return self._entries[key][0]
             self.misses += 1
-        inputs = artifact.prompt.materialize().detach().to(self.backbone.device, self.backbone.dtype)
-        if self.prefix and inputs.embeds is not None and inputs.text_delta is None and inputs.prefix_keys is None:
-            inputs = self.backbone.prompt_prefix(inputs)
-        else:
+        materialized = artifact.prompt.materialize().detach().to(self.backbone.device, self.backbone.dtype)
+        inputs = self.backbone.as_prefix(materialized) if self.prefix else materialized
+        if inputs is materialized:
             self.bypassed += 1
         size = _nbytes(inputs)
         with self._lock:

@@ -59,11 +59,7 @@ def every_position(scorer: Scorer, examples: Sequence[Example]) -> EncodedBatch:
 
 def shared_inputs(scorer: Scorer, prompt: SoftPrompt) -> PromptInputs:
     """The prompt as the model reads it: one key/value prefix for a decoder (run once, not once per text)."""
-    inputs = prompt.materialize()
-    one_row = inputs.num_rows == 1 and inputs.embeds is not None and inputs.text_delta is None
-    if scorer.backbone.prefix_in_cache and one_row and inputs.prefix_keys is None:
-        return scorer.backbone.prompt_prefix(inputs)
-    return inputs
+    return scorer.backbone.as_prefix(prompt.materialize())
 
 
 def template_logprobs(scorer: Scorer, batch: EncodedBatch, prompt: PromptInputs | None) -> torch.Tensor:
