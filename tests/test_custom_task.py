@@ -24,7 +24,7 @@ from softprompt.tasks.custom import (
     parse_verbalizer,
     read_examples,
 )
-from softprompt.testing import tiny_backbone, tiny_causal_lm, tiny_tokenizer
+from softprompt.testing import tiny_backbone
 
 GOOD, BAD = ["good", "great", "fine", "fun"], ["bad", "awful", "boring", "not"]
 ROWS = [
@@ -271,17 +271,7 @@ def test_over_long_rows_are_truncated_and_counted():
     assert count_truncated(Scorer(backbone, multi), examples) == 2  # per example, not per (example, label) row
 
 
-# ---------------------------------------------------------------- CLI end to end
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    """A tiny model + tokenizer on disk, loadable by name with --model like any Hugging Face folder."""
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = tiny_tokenizer()
-    tiny_causal_lm("llama", vocab_size=len(tok)).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
+# ---------------------------------------------------------------- CLI end to end (conftest's tiny_model_dir)
 
 
 TRAIN = ["--method", "ulpt", "--prompt-len", "4", "--rank", "2", "--steps", "2", "--batch-size", "4", "--quiet"]
@@ -294,14 +284,14 @@ def run_cli(capsys, *argv: str) -> tuple[list[dict], str]:
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")], err
 
 
-def test_cli_train_predict_eval_on_own_csv(tmp_path, capsys, model_dir):
+def test_cli_train_predict_eval_on_own_csv(tmp_path, capsys, tiny_model_dir):
     rows = ROWS + [{"review": "the film was " + "very " * 40 + "good", "sentiment": "positive"}]
     data = write(tmp_path / "reviews.csv", rows)
     out = tmp_path / "run"
     [summary], err = run_cli(
         capsys, "train", "--data", str(data), "--text-column", "review", "--label-column", "sentiment",
         "--template", r"review : {text}\nsentiment :", "--verbalizer", "negative= bad", "positive= good",
-        "--model", model_dir, "--max-length", "24", "--out", str(out), *TRAIN,
+        "--model", tiny_model_dir, "--max-length", "24", "--out", str(out), *TRAIN,
     )  # fmt: skip
     assert "test" in summary and "accuracy" in summary["test"]
     assert "examples are longer than 24 tokens (--max-length) and were truncated" in err
@@ -310,30 +300,31 @@ def test_cli_train_predict_eval_on_own_csv(tmp_path, capsys, model_dir):
     assert stored["split_info"]["custom"]["text_column"] == "review"
 
     data.unlink()  # predict needs nothing but the artifact (and the model)
-    [pred], _ = run_cli(capsys, "predict", str(out), "the movie was fun", "--model", model_dir)
+    [pred], _ = run_cli(capsys, "predict", str(out), "the movie was fun", "--model", tiny_model_dir)
     assert pred["label"] in ("negative", "positive") and set(pred["scores"]) == {"negative", "positive"}
 
     # eval on another file: columns from the artifact, or overridden by flags
     other = write(tmp_path / "other.jsonl", [{"t": r["review"], "y": r["sentiment"]} for r in ROWS[:6]])
     [metrics], _ = run_cli(capsys, "eval", str(out), "--data", str(other), "--text-column", "t", "--label-column",
-                           "y", "--model", model_dir)  # fmt: skip
+                           "y", "--model", tiny_model_dir)  # fmt: skip
     assert metrics["num_examples"] == 6 and "accuracy" in metrics and metrics["split"] == str(other)
     bad = write(tmp_path / "bad.csv", [{"review": "fun", "sentiment": "meh"}])
-    assert main(["eval", str(out), "--data", str(bad), "--model", model_dir]) == 2
+    assert main(["eval", str(out), "--data", str(bad), "--model", tiny_model_dir]) == 2
     err = capsys.readouterr().err
     assert "bad.csv:2 (row 1), column 'sentiment': label 'meh' is not one of the task's labels" in err
 
 
-def test_cli_generation_train_and_eval(tmp_path, capsys, model_dir):
+def test_cli_generation_train_and_eval(tmp_path, capsys, tiny_model_dir):
     rows = [{"q": f"is the movie {w} ?", "a": "yes" if w in GOOD else "no"} for w in GOOD + BAD] * 2
     data = write(tmp_path / "qa.tsv", rows)
     out = tmp_path / "gen"
     [summary], _ = run_cli(capsys, "train", "--data", str(data), "--text-column", "q", "--target-column", "a",
-                           "--model", model_dir, "--out", str(out), *TRAIN)  # fmt: skip
+                           "--model", tiny_model_dir, "--out", str(out), *TRAIN)  # fmt: skip
     assert {"exact_match", "token_f1"} <= set(summary["validation"])
-    [metrics], _ = run_cli(capsys, "eval", str(out), "--split", "validation", "--model", model_dir)  # re-reads qa.tsv
+    # re-reads qa.tsv
+    [metrics], _ = run_cli(capsys, "eval", str(out), "--split", "validation", "--model", tiny_model_dir)
     assert {"exact_match", "token_f1"} <= set(metrics) and metrics["num_examples"] == 2
-    [pred], _ = run_cli(capsys, "predict", str(out), "is the movie fun ?", "--model", model_dir)
+    [pred], _ = run_cli(capsys, "predict", str(out), "is the movie fun ?", "--model", tiny_model_dir)
     assert isinstance(pred["answer"], str)
 
 
@@ -344,10 +335,10 @@ def test_read_examples_for_a_stored_task(tmp_path):
     assert [ex.label for ex in examples] == [0, 1, 0, 1]
 
 
-def test_cli_zero_shot_on_own_file_and_flag_conflicts(tmp_path, capsys, model_dir):
+def test_cli_zero_shot_on_own_file_and_flag_conflicts(tmp_path, capsys, tiny_model_dir):
     data = str(write(tmp_path / "reviews.csv", ROWS))
     [metrics], _ = run_cli(capsys, "eval", "--zero-shot", "--data", data, "--text-column", "review",
-                           "--label-column", "sentiment", "--model", model_dir)  # fmt: skip
+                           "--label-column", "sentiment", "--model", tiny_model_dir)  # fmt: skip
     assert metrics["num_examples"] == 20 and metrics["prompt"] is None  # every row of the file
     assert main(["train", "--task", "sst2", "--data", data, "--out", str(tmp_path / "x"), *TRAIN]) == 2
     assert "--task is a built-in task" in capsys.readouterr().err

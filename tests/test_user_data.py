@@ -15,7 +15,6 @@ from softprompt.tasks.base import DataError, Task
 from softprompt.tasks.custom import CustomTaskSpec, DataWarning, build_custom_task, read_examples
 from softprompt.tasks.labels import label_key, label_map
 from softprompt.tasks.readers import parse_jsonl, read_csv, read_text, read_tsv
-from softprompt.testing import tiny_causal_lm, tiny_tokenizer
 
 WORDS = ["good", "great", "fine", "fun", "bad", "awful", "boring", "dull"]
 
@@ -231,18 +230,9 @@ def test_training_file_as_test_is_an_error_unless_allowed(tmp_path):
     assert len(validation) == 2 and not messages
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    tok = tiny_tokenizer()
-    tiny_causal_lm("llama", vocab_size=len(tok)).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return str(folder)
-
-
-def test_cli_refuses_the_training_file_as_test_and_allows_it_when_asked(tmp_path, capsys, model_dir):
+def test_cli_refuses_the_training_file_as_test_and_allows_it_when_asked(tmp_path, capsys, tiny_model_dir):
     path = str(csv_file(tmp_path / "d.csv", "text,label", labelled(["a", "b"] * 10)))
-    argv = ["train", "--data", path, "--test", path, "--label-column", "label", "--model", model_dir, "--method",
+    argv = ["train", "--data", path, "--test", path, "--label-column", "label", "--model", tiny_model_dir, "--method",
             "ulpt", "--prompt-len", "2", "--rank", "2", "--steps", "1", "--batch-size", "2", "--quiet"]  # fmt: skip
     assert main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert "is the training file" in capsys.readouterr().err
