@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from softprompt.evaluator import LocalEvaluator
     from softprompt.scoring import Scorer
 
+    split = args.data or args.split  # what the output names as scored: the file, else the split
     if args.zero_shot:
         if args.dir or not (args.task or custom_spec(args)):
             raise ValueError("--zero-shot takes --task (or --data with its columns) and no artifact folder")
@@ -47,9 +48,8 @@ def run(args: argparse.Namespace) -> int:
         examples = subset(eval_examples(args, task, args.split), args.limit, args.seed)
         backbone = backbone_from_args(args)
         scorer = Scorer(backbone, task)
-        warn_truncated(scorer, {args.data or args.split: examples})
+        warn_truncated(scorer, {split: examples})
         metrics = evaluate(LocalEvaluator(scorer), examples, None, args.batch_size, progress=not args.quiet)
-        split = args.data or args.split
         print_json({"task": task.name, "split": split, "prompt": None, "metric": task.metrics[0], **metrics})
         return 0
     if not args.dir:
@@ -57,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
     model = backbone_from_args(args, default=read_metadata(args.dir)["model"]["name"])
     tuned = load(args.dir, model=model, task=args.task)
     examples = subset(eval_examples(args, tuned.task, args.split), args.limit, args.seed)
-    warn_truncated(tuned.scorer, {args.data or args.split: examples})
+    warn_truncated(tuned.scorer, {split: examples})
     metrics = evaluate(tuned.evaluator, examples, tuned.artifact.prompt, args.batch_size, progress=not args.quiet)
-    split = args.data or args.split
     print_json({"task": tuned.task.name, "split": split, "method": tuned.artifact.method, **metrics})
     return 0

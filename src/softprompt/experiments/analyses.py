@@ -298,7 +298,7 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     for method in methods:
         row: dict[str, Any] = {"method": method}
         params = {r["parameters"] for t in tasks for r in by_cell.get((method, t), [])}
-        row["parameters"] = f"{params.pop():,.0f}" if len(params) == 1 else "varies"
+        row["parameters"] = f"{next(iter(params)):,.0f}" if len(params) == 1 else "varies"
         row["seeds"] = max(len(by_cell.get((method, t), [])) for t in tasks)
         score = {t: 100 * _mean_std([r["test"] for r in by_cell.get((method, t), [])])[0] for t in tasks}
         values = [score[t] for t in complete]
@@ -307,7 +307,7 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
         row[f"average ({len(complete)} tasks)"] = _one_decimal(score["average"])
         rows.append(row)
         scores.append(score)
-        score["parameters"] = next(iter({r["parameters"] for t in tasks for r in by_cell.get((method, t), [])}))
+        score["parameters"] = next(iter(params))
     if "prompt_tuning" in methods:  # the paper's comparison: each row's average and size against prompt tuning's
         pt = scores[methods.index("prompt_tuning")]
         for row, score in zip(rows, scores, strict=True):
