@@ -56,7 +56,17 @@ def artifacts() -> dict[str, PromptArtifact]:
     out["ulpt_yes_no"] = dataclasses.replace(out["ulpt"], task=YES_NO)
     out["bbtv2_two_token"] = dataclasses.replace(out["bbtv2"], task=TWO_TOKEN)
     out["prompt_two_token"] = dataclasses.replace(out["prompt_tuning"], task=TWO_TOKEN)
+    out["ulpt_gated"] = gated(out["ulpt"], -1.0)
     return out
+
+
+def gated(artifact: PromptArtifact, gate: float) -> PromptArtifact:
+    """`artifact`'s ULPT prompt behind an attention gate (ULPT --neutral-init, half open here, so it shows)."""
+    from softprompt.prompts import build_prompt
+
+    prompt = build_prompt(dataclasses.replace(artifact.prompt.config, neutral_init=True), artifact.prompt.hidden_size)
+    prompt.load_state_tensors({**artifact.prompt.state_tensors(), "gate": torch.tensor([gate])})
+    return dataclasses.replace(artifact, prompt=prompt)
 
 
 def alone_probabilities(bb, artifact: PromptArtifact, text: str) -> torch.Tensor:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 
 import pytest
+import serving_helpers
 import torch
 from safetensors.torch import load_file, save_file
 from synthetic import synthetic_examples, synthetic_task
@@ -86,10 +87,12 @@ def test_peft_export_gives_the_same_label_scores(method, backbone, saved_model, 
 
 def test_methods_a_format_cannot_hold_fail_with_one_line(backbone, tmp_path) -> None:
     deep = random_artifact("bbtv2", backbone)
+    gated = serving_helpers.gated(random_artifact("ulpt", backbone), -20.0)
     for export in (export_peft, export_embeds):
-        with pytest.raises(ExportError, match="cannot export a bbtv2 prompt.*deep prompts") as info:
-            export(deep, tmp_path / "x")
-        assert "\n" not in str(info.value)
+        for artifact, what in ((deep, "a bbtv2 prompt.*deep prompts"), (gated, "a ulpt prompt.*attention gate")):
+            with pytest.raises(ExportError, match=f"cannot export to .*: {what}") as info:
+                export(artifact, tmp_path / "x")
+            assert "\n" not in str(info.value)
     masked = random_artifact("ulpt", tiny_backbone("roberta"))
     with pytest.raises(ExportError, match="mlm model"):
         export_peft(masked, tmp_path / "y")

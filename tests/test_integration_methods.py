@@ -22,7 +22,7 @@ METHODS = [
     ("dept", {"rank": 4, "lr_lowrank": 1e-3}),
     ("residual", {"bottleneck": 16}),
     ("ulpt", {"rank": 2, "tune": "projection"}),
-    ("ulpt", {"rank": 2, "neutral_init": True, "neutral_steps": 2}),
+    ("ulpt", {"rank": 2, "neutral_init": True}),
 ]
 
 

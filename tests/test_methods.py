@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from synthetic import learnable_backbone, synthetic_examples, synthetic_task
+from synthetic import synthetic_examples, synthetic_task
 
 from softprompt.api import make_prompt_config, new_prompt
 from softprompt.artifact import PromptArtifact
@@ -90,6 +90,8 @@ def method_prompts(backbone) -> dict[str, torch.nn.Module]:
         "ulpt-no-shift": make_prompt_config("ulpt", 2, rank=2, use_shift=False),
         "prefix": make_prompt_config("prefix", 2),  # the other helper's method: key/value prefixes in the same batch
     }
+    if backbone.prefix_in_cache:  # a gate is for decoders
+        configs["ulpt-neutral"] = make_prompt_config("ulpt", 4, rank=2, neutral_init=True)
     prompts = {}
     g = torch.Generator().manual_seed(0)
     for i, (name, config) in enumerate(configs.items()):
@@ -98,6 +100,8 @@ def method_prompts(backbone) -> dict[str, torch.nn.Module]:
             for p in prompt.parameters():
                 if p.requires_grad:  # frozen constants (an ablated shift) are not stored, by design
                     p.add_(torch.randn(p.shape, generator=g) * 0.3)
+            if name == "ulpt-neutral":
+                prompt.gate.fill_(-1.0)  # half open: the gate's offset must show
         prompts[name] = prompt
     return prompts
 
@@ -118,12 +122,13 @@ def test_mixed_batch_of_new_methods_scores_each_row_as_alone(arch):
     backbone = tiny_backbone(arch)
     prompts = method_prompts(backbone)
     rows = [p.materialize().detach() for p in prompts.values()]
+    texts = (TEXTS * 2)[: len(rows)]
     ids = [backbone.tokenize(w)[0] for w in ("good", "bad")]
     conts = [ids] * len(rows)
     with torch.no_grad():
-        mixed = backbone.hidden_states(backbone.encode(TEXTS, conts), PromptInputs.stack(rows))
-        bare = backbone.hidden_states(backbone.encode(TEXTS, conts))
-        for i, (text, row) in enumerate(zip(TEXTS, rows, strict=True)):
+        mixed = backbone.hidden_states(backbone.encode(texts, conts), PromptInputs.stack(rows))
+        bare = backbone.hidden_states(backbone.encode(texts, conts))
+        for i, (text, row) in enumerate(zip(texts, rows, strict=True)):
             alone = backbone.hidden_states(backbone.encode([text], [ids]), row)
             torch.testing.assert_close(mixed[i], alone[0], atol=1e-5, rtol=1e-5)
             assert not torch.allclose(mixed[i], bare[i], atol=1e-4)  # every row's prompt does something
@@ -143,7 +148,7 @@ def test_dept_text_update_reaches_the_text_tokens():
 
 
 # --- storage: round trips, folding, what an exporter may ask ---------------------------------------------------------
-@pytest.mark.parametrize("name", ["dpt", "dept", "residual", "ulpt-projection", "ulpt-no-shift"])
+@pytest.mark.parametrize("name", ["dpt", "dept", "residual", "ulpt-projection", "ulpt-no-shift", "ulpt-neutral"])
 def test_artifact_round_trip(tmp_path, name):
     backbone = tiny_backbone("llama")
     prompt = method_prompts(backbone)[name]
@@ -152,8 +157,9 @@ def test_artifact_round_trip(tmp_path, name):
     loaded = PromptArtifact.from_pretrained(tmp_path, backbone)
     a, b = prompt.materialize(), loaded.prompt.materialize()
     torch.testing.assert_close(b.embeds, a.embeds, atol=1e-6, rtol=1e-6)
-    if a.text_delta is not None:
-        torch.testing.assert_close(b.text_delta, a.text_delta, atol=1e-6, rtol=1e-6)
+    for part in ("text_delta", "gate"):
+        if getattr(a, part) is not None:
+            torch.testing.assert_close(getattr(b, part), getattr(a, part), atol=1e-6, rtol=1e-6)
     meta = json.loads((tmp_path / "prompt.json").read_text())
     assert meta["num_trainable_parameters"] == prompt.num_trainable_parameters()
     blob = PromptArtifact.from_bytes(artifact.to_bytes(), backbone)
@@ -187,6 +193,7 @@ def test_beyond_input_embeds_names_what_a_prompt_tuning_adapter_cannot_hold():
         assert prompts[name].beyond_input_embeds() is None
     line = prompts["dept"].beyond_input_embeds()
     assert line is not None and "text" in line and "\n" not in line
+    assert "attention gate" in prompts["ulpt-neutral"].beyond_input_embeds()
     bbtv2 = new_prompt(make_prompt_config("bbtv2", 2, dim=3), backbone)
     bbtv2.calibrate(LocalEvaluator(Scorer(backbone, synthetic_task())), synthetic_examples(4, 0))
     assert "deep prompts" in bbtv2.beyond_input_embeds()
@@ -205,27 +212,42 @@ def test_ulpt_tune_projection_freezes_z_and_learns_a():
 
 
 def test_ulpt_variant_settings_are_checked():
-    with pytest.raises(ValueError, match="neutral_steps"):
-        ULPTConfig(neutral_init=True, neutral_steps=-1)
+    with pytest.raises(ValueError, match="neutral_gate"):
+        ULPTConfig(neutral_init=True, neutral_gate=float("-inf"))
+    with pytest.raises(ValueError, match="gate_lr"):
+        ULPTConfig(neutral_init=True, gate_lr=0.0)
     with pytest.raises(ValueError, match="tune"):
         ULPTConfig(tune="both")
 
 
-def test_trainer_runs_the_neutral_fit_only_when_asked(tmp_path):
-    backbone = learnable_backbone()
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_ulpt_neutral_init_starts_at_the_bare_template_and_its_gate_learns(tmp_path, arch):
+    """At the start gate the label probabilities are the bare template's; the z is the authors' start; training
+    moves the gate at its own learning rate (Adam's first step: exactly gate_lr) with no weight decay."""
+    backbone = tiny_backbone(arch)
     scorer, examples = Scorer(backbone, synthetic_task()), synthetic_examples(16, 0)
-    config = TrainConfig(steps=1, batch_size=4, eval_every=1)
-    for neutral in (False, True):
-        prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2, neutral_init=neutral, neutral_steps=3), backbone)
-        out = tmp_path / str(neutral)
-        train_prompt(scorer, prompt, examples, examples[:4], config, out, progress=False)
-        records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-        fits = [r for r in records if r.get("split") == "neutral_fit"]
-        assert len(fits) == int(neutral)
-        if neutral:
-            assert fits[0]["kl_first"] > 0 and fits[0]["kl_last"] >= 0
-            checks = dict(fits[0]["held_out_kl"])  # checked on the validation texts from the start on
-            assert sorted(checks) == [0, 3] and checks[fits[0]["best_step"]] == min(checks.values())
+    neutral = new_prompt(make_prompt_config("ulpt", 6, rank=2, neutral_init=True), backbone, seed=3)
+    authors = new_prompt(make_prompt_config("ulpt", 6, rank=2), backbone, seed=3)
+    assert torch.equal(neutral.z, authors.z) and neutral.gate.item() == -20.0
+    assert neutral.num_trainable_parameters() == authors.num_trainable_parameters() + 1
+    batch = scorer.encode(examples)
+    with torch.no_grad():
+        bare = scorer.label_scores(batch, None)
+        torch.testing.assert_close(scorer.label_scores(batch, neutral.materialize()), bare, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(scorer.label_scores(batch, authors.materialize()), bare, atol=1e-3)
+    groups = neutral.param_groups(0.01)
+    assert groups[-1] == {"params": [neutral.gate], "lr": 1.0, "weight_decay": 0.0}
+    neutral.gate.data.fill_(-2.0)  # open enough for every part to get a gradient of a usable size
+    config = TrainConfig(steps=1, batch_size=8, lr=0.01, warmup_steps=0, weight_decay=0.1, max_grad_norm=None)
+    train_prompt(scorer, neutral, examples, examples[:4], config, tmp_path, progress=False)
+    assert abs(neutral.gate.item() + 2.0) == pytest.approx(1.0, rel=1e-3)  # one Adam step of gate_lr, no decay
+
+
+def test_ulpt_neutral_init_needs_a_decoder():
+    backbone = tiny_backbone("t5")
+    prompt = new_prompt(make_prompt_config("ulpt", 3, rank=2, neutral_init=True), backbone)
+    with pytest.raises(ValueError, match="decoder-only"):
+        backbone.hidden_states(backbone.encode(["good"]), prompt.materialize())
 
 
 def test_black_box_search_refuses_the_gradient_only_ulpt_variants():
@@ -275,7 +297,7 @@ def test_train_help_lists_every_new_option(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = capsys.readouterr().out
-    for flag in ("--lr-lowrank", "--text-len", "--bottleneck", "--tune", "--neutral-init", "--neutral-steps"):
+    for flag in "--lr-lowrank --text-len --bottleneck --tune --neutral-init --neutral-gate --gate-lr".split():
         assert flag in text
     assert "--folded" not in text
 
@@ -287,7 +309,7 @@ def test_train_help_lists_every_new_option(capsys):
         ("dept", ["--rank", "2", "--lr-lowrank", "0.001"], {"rank": 2, "lr_lowrank": 0.001, "text_len": 256}),
         ("residual", ["--bottleneck", "8"], {"bottleneck": 8, "folded": True}),
         ("ulpt", ["--tune", "projection"], {"tune": "projection"}),
-        ("ulpt", ["--neutral-init", "--neutral-steps", "2"], {"neutral_init": True, "neutral_steps": 2}),
+        ("ulpt", ["--neutral-init", "--neutral-gate", "-15"], {"neutral_init": True, "neutral_gate": -15.0}),
     ],
 )
 def test_cli_trains_saves_and_evaluates_each_method(

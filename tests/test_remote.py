@@ -95,6 +95,17 @@ def test_remote_label_scores_match_local(arch: str, task: Task, llama: Backbone)
         torch.testing.assert_close(got, local_scores(bb, task, prompts, d), atol=1e-5, rtol=1e-5)
 
 
+def test_parts_the_endpoint_cannot_carry_are_refused_not_dropped(llama: Backbone) -> None:
+    """A gate, a text update or a key/value prefix never reaches the endpoint: it would score another prompt."""
+    prompts, _ = candidates(llama)
+    evaluator = remote(llama, SINGLE)
+    gated = PromptInputs(embeds=prompts[:1], gate=torch.tensor([-1.0]))
+    with pytest.raises(ValueError, match="no key/value prefix, text update or gate"):
+        evaluator.label_scores(EXAMPLES, gated)
+    with pytest.raises(ValueError, match="one plain input-layer prompt"):
+        evaluator.hidden_state_stds(EXAMPLES, gated)
+
+
 def test_population_larger_than_one_request_is_split(llama: Backbone) -> None:
     prompts, deep = candidates(llama)
     one_candidate = 4 * prompts[0].numel() * (1 + deep.shape[0])

@@ -15,8 +15,9 @@ into the model; the three families differ only in `prompt_offset` (where the inp
     encoder-decoder  [prompt][text][pad] (encoder)  offset 0   read on the decoder side
     masked LM        [<s>][prompt][text][pad]       offset 1   read at <mask>
 
-Layer-level effects (deep prompts added at the prompt positions, reading a layer's input, starting at a layer from
-a precomputed input) go through one wrapper installed on each block when the backbone is built. Each call passes
+Layer-level effects (deep prompts added at the prompt positions, a gate's offset on the attention logits of the
+prompt's columns, reading a layer's input, starting at a layer from a precomputed input) go through one wrapper
+installed on each block when the backbone is built. Each call passes
 its instructions in a context variable, so concurrent calls from several threads never see each other's prompts
 and no lock is needed for correctness.
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import json
 import threading
 from collections.abc import Callable, Sequence
@@ -84,6 +86,7 @@ class Inserted:
     cache: Any = None  # the key/value prefix as the model's cache (decoders), or None
     positions: torch.Tensor | None = None  # (B, T + n) position ids (from 0) when a prefix shifts them
     prefix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # encoders: (keys, values, used (B, m))
+    key_bias: torch.Tensor | None = None  # (B, m + T + n) the row's gate on its prompt/prefix columns, else 0
 
 
 @dataclass
@@ -97,6 +100,7 @@ class _LayerPlan:
     capture: frozenset[int] = frozenset()
     captured: dict[int, torch.Tensor] = field(default_factory=dict)
     prefix: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # encoder self-attention: see below
+    key_bias: torch.Tensor | None = None  # (B, k) added to every attention logit on key column k (a gate)
 
 
 _PLAN: ContextVar[_LayerPlan | None] = ContextVar("softprompt_layer_plan", default=None)
@@ -126,7 +130,40 @@ def _block_call(index: int, original: Callable[..., Any], *args: Any, **kwargs: 
             args = (hidden, *args[1:])
         else:
             kwargs["hidden_states"] = hidden
+    if plan.key_bias is not None:
+        args, kwargs = _with_biased_mask(original, args, kwargs, plan.key_bias, hidden)
     return original(*args, **kwargs)
+
+
+def _with_biased_mask(
+    block: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], bias: torch.Tensor, hidden: torch.Tensor
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A decoder block's arguments with `bias` (B, k) added to its attention mask (B|1, 1, q, k) for every query.
+
+    The mask arrives as the model made it for this layer (a sliding window included): boolean (sdpa), additive
+    (eager), or None (causal, nothing else masked), and leaves additive. Adding the same number to every logit a
+    query sees changes nothing, so a decoder's prompt positions, which see only the prompt, stay as they are."""
+    if "attention_mask" in kwargs:
+        kwargs["attention_mask"] = _biased_mask(kwargs["attention_mask"], bias, hidden)
+        return args, kwargs
+    names = list(inspect.signature(block).parameters)
+    at = names.index("attention_mask") if "attention_mask" in names else len(args)
+    if at >= len(args):
+        raise ValueError("a gated prompt needs blocks that take an `attention_mask` (Llama, Gemma, Qwen, GPT-2, ...)")
+    return (*args[:at], _biased_mask(args[at], bias, hidden), *args[at + 1 :]), kwargs
+
+
+def _biased_mask(mask: torch.Tensor | None, bias: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """A sliding-window layer's cache keeps only the newest keys, so its mask covers the last columns only."""
+    q, k = hidden.shape[1], bias.shape[1]
+    if mask is None:  # the q newest of k positions, each seeing itself and everything before it
+        mask = torch.ones(q, k, dtype=torch.bool, device=hidden.device).tril(k - q)[None, None]
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.shape[-1] > k:
+        raise ValueError(f"cannot gate this attention mask (need 4-d, at most {k} key columns): {mask!r:.80}")
+    add = bias[:, k - mask.shape[-1] :].to(device=mask.device, dtype=hidden.dtype)[:, None, None, :]
+    if mask.dtype == torch.bool:
+        return torch.where(mask, add, torch.finfo(hidden.dtype).min)
+    return mask + add
 
 
 class _PrefixCache:
@@ -350,18 +387,21 @@ class Backbone:
             delta = prompt.text_delta[:, : embeds.shape[1]]
             embeds = torch.cat([embeds[:, : delta.shape[1]] + delta, embeds[:, delta.shape[1] :]], dim=1)
         deep = None
+        in_prompt = torch.zeros_like(mask, dtype=torch.bool)  # (B, T + n) the row's input-layer prompt positions
         if prompt.embeds is not None:
             n, o = prompt.prompt_len, self.prompt_offset
             lengths = prompt.row_lengths().to(self.device)
             slots = torch.arange(n, device=self.device) < lengths[:, None]  # (B, n) used prompt positions
             embeds = torch.cat([embeds[:, :o], prompt.embeds, embeds[:, o:]], dim=1)
             mask = torch.cat([mask[:, :o], slots.to(mask.dtype), mask[:, o:]], dim=1)
+            in_prompt = torch.cat([in_prompt[:, :o], slots, in_prompt[:, o:]], dim=1)
             if not bool(slots.all()):
                 unused = torch.zeros_like(mask, dtype=torch.bool)
                 unused[:, o : o + n] = ~slots
                 order = torch.argsort(unused.to(torch.uint8), dim=1, stable=True)
                 embeds = embeds.gather(1, order.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
                 mask = mask.gather(1, order)
+                in_prompt = in_prompt.gather(1, order)
             shift = lengths
             if prompt.deep is not None:
                 if prompt.deep.shape[0] != self.num_layers:
@@ -370,7 +410,21 @@ class Backbone:
         inserted = Inserted(embeds, mask, shift, deep)
         if prompt.prefix_keys is not None:
             self._insert_prefix(inserted, prompt)
+        if prompt.gate is not None:
+            self._insert_gate(inserted, prompt.gate, in_prompt)
         return self._check_width(inserted)
+
+    def _insert_gate(self, inserted: Inserted, gate: torch.Tensor, in_prompt: torch.Tensor) -> None:
+        """Each row's gate on its prompt's columns (prefix slots in front, then its input-layer positions).
+
+        Decoders only: there the prompt never sees the text, so a gate of −∞ leaves the text exactly as without the
+        prompt (with rotary positions; learnt absolute ones still move by n). In an encoder the prompt positions
+        read the text and the decoder or head reads them, which one offset on the text's logits does not hide."""
+        if not self.prefix_in_cache:
+            raise ValueError(f"{self.name} ({self.kind}): a gated prompt needs a decoder-only model")
+        m = inserted.mask.shape[1] - inserted.embeds.shape[1]
+        columns = torch.cat([inserted.mask[:, :m].bool(), in_prompt], dim=1)
+        inserted.key_bias = torch.where(columns, gate.to(inserted.embeds.dtype)[:, None], 0.0)
 
     def _insert_prefix(self, inserted: Inserted, prompt: PromptInputs) -> None:
         """A per-layer key/value prefix: every text position attends to the row's prefix slots, which sit at the
@@ -438,7 +492,8 @@ class Backbone:
         if start is not None and not self.can_start_at_layer:
             raise ValueError(f"{self.kind} backbones cannot start at a layer")
         x = self.insert(batch, prompt)
-        plan = self._plan(x, start=start) if x.deep is not None or x.prefix is not None or start is not None else None
+        layered = x.deep is not None or x.prefix is not None or x.key_bias is not None or start is not None
+        plan = self._plan(x, start=start) if layered else None
         return self._read_out(self._with_plan(plan, self._run, x, batch), batch, x)
 
     @torch.inference_mode()
@@ -457,8 +512,8 @@ class Backbone:
         return plan.captured
 
     def _plan(self, x: Inserted, **kwargs: Any) -> _LayerPlan:
-        """The layer plan of an inserted prompt: its deep prompts and (encoders) its key/value prefix."""
-        return _LayerPlan(x.deep, self.prompt_offset, prefix=x.prefix, **kwargs)
+        """The layer plan of an inserted prompt: its deep prompts, its gate and (encoders) its key/value prefix."""
+        return _LayerPlan(x.deep, self.prompt_offset, prefix=x.prefix, key_bias=x.key_bias, **kwargs)
 
     @staticmethod
     def _with_plan(plan: _LayerPlan | None, fn: Callable[..., Any], *args: Any) -> Any:

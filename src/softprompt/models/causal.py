@@ -85,7 +85,8 @@ class CausalLMBackbone(Backbone):
         """The key/value prefix that acts exactly like a one-row input prompt (its deep prompts included).
 
         In a decoder the prompt positions never attend to the text, so their keys and values depend on the prompt
-        alone: computed once per prompt, they can stand in for it in every request (the prompt prefix cache)."""
+        alone: computed once per prompt, they can stand in for it in every request (the prompt prefix cache). A gate
+        acts on the text's attention to them only, so it stays with the prefix."""
         from transformers import DynamicCache
 
         if prompt.num_rows != 1 or prompt.embeds is None or prompt.text_delta is not None:
@@ -105,7 +106,7 @@ class CausalLMBackbone(Backbone):
         values = torch.stack([layer.values for layer in cache.layers])
         if keys.shape[3] != n:
             raise ValueError(f"{self.name} keeps only {keys.shape[3]} positions in some layers (sliding window)")
-        return PromptInputs(prefix_keys=keys, prefix_values=values)
+        return PromptInputs(prefix_keys=keys, prefix_values=values, gate=prompt.gate)
 
     @torch.no_grad()
     def _generate(
@@ -135,11 +136,11 @@ class CausalLMBackbone(Backbone):
         seq_mask = seq_mask.gather(1, cols)
         prefix = x.mask[:, :m]
         positions = prefix.sum(1, keepdim=True) + (seq_mask.cumsum(1) - 1).clamp(min=0)
-        plan = None
+        at = None
         if x.deep is not None:  # deep prompts sit at [offset, offset + n) before the roll, shifted with their row
-            n = x.deep.shape[2]
-            at = (torch.arange(n, device=self.device) + roll[:, None]) % width
-            plan = _LayerPlan(deep=x.deep, deep_positions=at)
+            at = (torch.arange(x.deep.shape[2], device=self.device) + roll[:, None]) % width
+        bias = None if x.key_bias is None else torch.cat([x.key_bias[:, :m], x.key_bias[:, m:].gather(1, cols)], 1)
+        plan = None if at is None and bias is None else _LayerPlan(deep=x.deep, deep_positions=at, key_bias=bias)
         cache = x.cache if x.cache is not None else DynamicCache(config=self.config)
         attention = torch.cat([prefix, seq_mask], dim=1)
 
@@ -149,7 +150,7 @@ class CausalLMBackbone(Backbone):
             )
             return out.last_hidden_state[:, -1]
 
-        hidden = self._with_plan(plan, forward, embeds, positions)  # the prompt acts on this prefill only
+        hidden = self._with_plan(plan, forward, embeds, positions)  # the prefill: deep prompts and gate
         next_pos = positions[:, -1:] + 1
         choose = options.sampler()
         decoded = Decoded(self.tokenizer, len(rows), options.stop, on_step)
@@ -158,7 +159,11 @@ class CausalLMBackbone(Backbone):
             if decoded.add(token) or step == max_new_tokens - 1:
                 break
             attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)
-            hidden = forward(self.embed(token[:, None]), next_pos)
+            plan = None  # deep prompts act on the prefill only; a gate on every step (each new token reads the prompt)
+            if bias is not None:
+                bias = torch.cat([bias, bias.new_zeros(len(rows), 1)], dim=1)
+                plan = _LayerPlan(key_bias=bias)
+            hidden = self._with_plan(plan, forward, self.embed(token[:, None]), next_pos)
             next_pos = next_pos + 1
         return decoded.texts()
 

@@ -8,10 +8,14 @@ For R rows (one prompt shared by a batch has R = 1; a mixed batch has one row pe
     prefix_keys (L, R, H, m, d)    a per-layer key/value prefix every text position attends to (prefix tuning);
     prefix_values                  row r uses the *last* prefix_lengths[r] of the m slots
     text_delta  (R, S, D)          added to the embeddings of the first S text tokens (DePT's low-rank update)
+    gate        (R,)               added to every attention logit on the row's prompt positions and prefix slots, in
+                                   every layer and head (decoders): log of the weight the text gives the prompt.
+                                   0 leaves the prompt as it is; −∞ hides it (ULPT's gated neutral start)
 
 Every prompt method's `SoftPrompt.materialize()` returns one of these; a batch of many users' prompts is
 `PromptInputs.stack([...])` of theirs, padded with zeros, and `Backbone.hidden_states` inserts it in one routine.
-Padding rows with zeros is exact: a zero addition changes nothing and padded positions are masked out.
+Padding rows with zeros is exact: a zero addition changes nothing and padded positions are masked out (a zero
+gate is no gate).
 """
 
 from __future__ import annotations
@@ -33,9 +37,12 @@ class PromptInputs:
     prefix_values: torch.Tensor | None = None
     prefix_lengths: torch.Tensor | None = None
     text_delta: torch.Tensor | None = None
+    gate: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
-        rows = {t.shape[0] for t in (self.embeds, self.text_delta) if t is not None}
+        if self.gate is not None and (self.gate.dim() != 1 or (self.embeds is None and self.prefix_keys is None)):
+            raise ValueError("a gate is one number per row, for a prompt with input-layer vectors or a prefix")
+        rows = {t.shape[0] for t in (self.embeds, self.text_delta, self.gate) if t is not None}
         rows |= {t.shape[1] for t in (self.deep, self.prefix_keys, self.prefix_values) if t is not None}
         if len(rows) > 1:
             raise ValueError(f"prompt inputs disagree on the number of rows: {sorted(rows)}")
@@ -57,7 +64,7 @@ class PromptInputs:
     # --- shape facts ----------------------------------------------------------------------------------------------
     @property
     def num_rows(self) -> int:
-        for t in (self.embeds, self.text_delta):
+        for t in (self.embeds, self.text_delta, self.gate):
             if t is not None:
                 return t.shape[0]
         for t in (self.deep, self.prefix_keys):
@@ -111,6 +118,7 @@ class PromptInputs:
             prefix_keys=one.prefix_keys[:, :, :, one.prefix_len - m :] if has_prefix else None,
             prefix_values=one.prefix_values[:, :, :, one.prefix_len - m :] if has_prefix else None,
             text_delta=one.text_delta,
+            gate=one.gate if has_prompt or has_prefix else None,
         )
 
     def expand(self, rows: int) -> PromptInputs:
@@ -172,6 +180,9 @@ class PromptInputs:
             out["text_delta"] = torch.cat(
                 [_pad_rows(p.text_delta, p.num_rows, s, d, ref["text_delta"], dim=1) for p in items]
             )
+        if ref["gate"] is not None:  # a row without a gate gets 0: its prompt as it is
+            out["gate"] = torch.cat([p.gate.expand(p.num_rows) if p.gate is not None
+                                     else ref["gate"].new_zeros(p.num_rows) for p in items])  # fmt: skip
         return PromptInputs(**out)
 
 

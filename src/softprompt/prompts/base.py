@@ -143,6 +143,7 @@ class SoftPrompt(nn.Module):
                 ("deep prompts at every layer", inputs.deep is not None),
                 ("a key/value prefix at every layer", inputs.prefix_keys is not None),
                 ("an update of the text's token embeddings", inputs.text_delta is not None),
+                ("an attention gate on its positions", inputs.gate is not None),
             )
             if present
         ]

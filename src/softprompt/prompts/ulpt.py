@@ -9,34 +9,35 @@ positions and align the projected prompt with the model's embedding space. Train
 Variants for the paper's analyses:
     tune="projection"   z frozen (seeded N(0, 1), stored), A learnable (stored): the paper's Table 3 comparison;
                         trainable r·D + 2·D.
-    neutral_init        opt-in start that keeps the template's zero-shot behaviour as far as a prompt can:
-                        p_0 = the embedding of `neutral_sink` (<|endoftext|>: what a decoder's documents follow,
-                        so it takes over the first text token's attention-sink role) and p_1..p_{n-1} ≈ 0 (rms
-                        1e-4: RMSNorm maps them to ~0, so they add no keys or values, only a little softmax mass),
-                        expressed exactly in ULPT's form: z_0 = e_1, scale = sink ⊘ (e_1·A), shift = 0,
-                        z_i = δ(1 + 0.1ε)e_1. Then `neutral_steps` (default 0) steps of the distillation fit of
-                        softprompt/training/neutral.py. Why not copies or random vectors: identical vectors are n
-                        attention sinks, random ones are read as text (bench/results/ulpt_neutral_init.md and
-                        ulpt_neutral_init_rejected.md measure all of them against the bare template). On all 872
-                        SST-2 dev sentences with SmolLM2 it is -4.01 points from the bare template at n = 100 (the
-                        authors' start -5.85) and -2.64 at n = 20 (-2.18): not yet within the one point aimed at.
+    neutral_init        opt-in start at the bare template's zero-shot behaviour: the authors' z behind a closed gate,
+                        a learnable log-weight g added to every attention logit from the text to the prompt (all
+                        layers and heads; PromptInputs.gate). At g = −∞ a decoder with rotary positions computes
+                        exactly the bare template, at g = 0 exactly ULPT; it starts at `neutral_gate` (−20) and
+                        opens as far as training finds useful, at its own learning rate `gate_lr` (Adam moves it
+                        about that much per step; no weight decay, which would open it regardless of the data).
+                        Trainable: n·r + 2·D + 1. Decoder-only models. Why a gate and not a start in prompt space:
+                        no n vectors in front of the text leave it alone (sink tokens, zeros, fillers and a
+                        distillation fit all lost 2.6-32 points at step 0; bench/results/ulpt_neutral_init_rejected.md),
+                        and a gate of −12 still cost 14.8 points at n = 100: the first prompt position takes over the
+                        attention sink, whose logits sit far above the text's (bench/results/ulpt_neutral_init.md).
+                        Measured on SmolLM2/SST-2: within 0.34 points of the bare template at step 0 (n = 100 and 20),
+                        but the gate did not open in 30-150 training steps, so the prompt then changed nothing.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
 from softprompt.models.inputs import PromptInputs
 from softprompt.projection import Distribution, ProjectionSpec, SeededProjection, generate, xavier_std
-from softprompt.prompts.base import ModelAccess, PromptConfig, SoftPrompt, one_row
+from softprompt.prompts.base import ModelAccess, PromptConfig, SoftPrompt
 
 Tuned = Literal["z", "projection"]
-NEUTRAL_RMS = 1e-4  # rms of the neutral start's positions after the first: RMSNorm (eps 1e-5) maps them near 0
 
 
 @dataclass
@@ -50,12 +51,11 @@ class ULPTConfig(PromptConfig):
     use_scale: bool = True
     use_shift: bool = True
     tune: Tuned = "z"  # "projection": z frozen, A learnable (the paper's Table 3)
-    neutral_init: bool = field(default=False, metadata={"help": "opt-in start near the bare template's zero-shot "
-                               "behaviour: the sink token, then near-zero vectors (not z ~ N(0, 1))"})  # fmt: skip
-    neutral_steps: int = field(default=0, metadata={"help": "after the neutral start, this many steps distilling the "
-                               "bare template's next-token distributions (training texts, labels unused)"})  # fmt: skip
-    neutral_sink: str = field(default="<|endoftext|>", metadata={"help": "the neutral start's first position: this "
-                              "token's embedding (what the model's documents follow)"})  # fmt: skip
+    neutral_init: bool = field(default=False, metadata={"help": "opt-in start at the bare template's zero-shot "
+                               "behaviour: the prompt behind a closed, learnable gate (decoders)"})  # fmt: skip
+    neutral_gate: float = field(default=-20.0, metadata={"help": "with --neutral-init: the gate's start, the "
+                                "log-weight added to the text's attention logits on the prompt"})  # fmt: skip
+    gate_lr: float = field(default=1.0, metadata={"help": "with --neutral-init: the gate's learning rate"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,8 +70,10 @@ class ULPTConfig(PromptConfig):
             raise ValueError(f"projection_seed must be >= 0, got {self.projection_seed}")
         if self.tune not in ("z", "projection"):
             raise ValueError(f"tune must be 'z' or 'projection', got {self.tune!r}")
-        if self.neutral_steps < 0:
-            raise ValueError(f"neutral_steps must be >= 0, got {self.neutral_steps}")
+        if not math.isfinite(self.neutral_gate):
+            raise ValueError(f"neutral_gate must be a finite number, got {self.neutral_gate}")
+        if not (math.isfinite(self.gate_lr) and self.gate_lr > 0):
+            raise ValueError(f"gate_lr must be a positive number, got {self.gate_lr}")
 
     def projection_spec(self, hidden_size: int) -> ProjectionSpec:
         scale = self.projection_scale
@@ -99,27 +101,22 @@ class ULPT(SoftPrompt):
         # Disabled scale/shift stay as frozen constants so the formula (and the saved state) keeps one shape.
         self.scale = nn.Parameter(torch.ones(hidden_size), requires_grad=config.use_scale)
         self.shift = nn.Parameter(torch.zeros(hidden_size), requires_grad=config.use_shift)
+        self.gate = nn.Parameter(torch.full((1,), config.neutral_gate)) if config.neutral_init else None
 
     def initialize(self, model: ModelAccess | None, seed: int) -> None:
         # z ~ N(0, 1) as in the authors' code; seeded so runs are reproducible.
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             self.z.copy_(torch.randn(self.z.shape, generator=generator))
-            if self.config.neutral_init and self.config.tune == "z" and model is not None:
-                self._sink_start(model.text_embeddings(self.config.neutral_sink, 1)[0], generator)
+            if self.gate is not None:
+                self.gate.fill_(self.config.neutral_gate)
 
-    def _sink_start(self, sink: torch.Tensor, generator: torch.Generator) -> None:
-        """p_0 = the sink token's embedding, p_i≥1 = near-zero vectors (rms NEUTRAL_RMS): z_0 = e_1 and
-        scale = sink / (e_1·A) exactly, shift = 0; z_i = δ·(1 + 0.1·ε)·e_1: the sink's direction, tiny."""
-        u = self.up(torch.eye(self.config.rank)[:1])[0]
-        u = torch.where(u.abs() < 1e-6, torch.full_like(u, 1e-6), u)  # no division by an exact zero
-        delta = NEUTRAL_RMS / float(sink.pow(2).mean().sqrt())
-        z = torch.zeros(self.z.shape)
-        z[:, 0] = delta * (1 + 0.1 * torch.randn(self.config.prompt_len, generator=generator))
-        z[0, 0] = 1.0
-        self.z.copy_(z)
-        self.scale.copy_(sink / u)
-        self.shift.zero_()
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        groups = [{"params": [p for name, p in self.named_parameters() if p.requires_grad and name != "gate"],
+                   "lr": lr}]  # fmt: skip
+        if self.gate is not None:
+            groups.append({"params": [self.gate], "lr": self.config.gate_lr, "weight_decay": 0.0})
+        return groups
 
     def up(self, z: torch.Tensor) -> torch.Tensor:
         return z @ self.weight if self.projection is None else self.projection(z)
@@ -129,7 +126,7 @@ class ULPT(SoftPrompt):
         return self.up(self.z) * self.scale + self.shift
 
     def materialize(self) -> PromptInputs:
-        return one_row(self.vectors())
+        return PromptInputs(embeds=self.vectors().unsqueeze(0), gate=self.gate)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         # A frozen ones/zeros vector carries no information: leave it out of the artifact.

@@ -107,7 +107,8 @@ class RemoteEvaluator:
         raise ValueError("a remote endpoint exposes no weights, so it cannot embed text: use another init")
 
     def hidden_state_stds(self, examples: Sequence[Example], prompt: PromptInputs) -> list[float]:
-        if prompt.embeds is None or prompt.num_rows != 1 or prompt.deep is not None or prompt.text_delta is not None:
+        plain = prompt.deep is None and prompt.text_delta is None and prompt.gate is None
+        if prompt.embeds is None or prompt.num_rows != 1 or not plain:
             raise ValueError("the endpoint measures hidden-state statistics with one plain input-layer prompt")
         texts = [self.task.render(ex) for ex in examples]
         tensors = batch_tensors_from_json(self._json("POST", "/v1/tokenize", json={"texts": texts})["batch"])
@@ -120,8 +121,10 @@ class RemoteEvaluator:
         candidates: PromptInputs,
         shared_layers: int = 0,  # a hint the endpoint does not use yet: every call runs all layers
     ) -> torch.Tensor:
-        if candidates.prefix_keys is not None or candidates.text_delta is not None or candidates.lengths is not None:
-            raise ValueError("the endpoint takes input-layer prompts of one length and deep prompts only")
+        parts = (candidates.prefix_keys, candidates.text_delta, candidates.lengths, candidates.gate)
+        if any(part is not None for part in parts):
+            raise ValueError("the endpoint takes input-layer prompts of one length and deep prompts only (no key/value "
+                             "prefix, text update or gate)")  # fmt: skip
         if candidates.embeds is None:
             raise ValueError("the endpoint scores candidate prompts: pass at least one input-layer vector")
         prompts, deep = candidates.embeds, candidates.deep

@@ -51,22 +51,12 @@ def prompt_matrix(artifact: PromptArtifact, fmt: str) -> torch.Tensor:
             f"cannot export to {fmt}: the prompt was tuned on a {kind or 'unknown'} model; {fmt} export puts the "
             f"prompt in front of a causal LM's input ({', '.join(EXPORTABLE_KINDS)} models only)"
         )
+    beyond = artifact.prompt.beyond_input_embeds()  # the prompt's own account of what else it does to the model
+    if beyond is not None:
+        raise ExportError(f"cannot export to {fmt}: {beyond}, and the format holds only input-layer vectors "
+                          "(prompt_tuning, ulpt and bbt prompts export)")  # fmt: skip
     with torch.no_grad():
-        inputs = artifact.prompt.materialize()
-    extra = [
-        what
-        for what, value in (
-            ("deep prompts", inputs.deep),
-            ("a key/value prefix", inputs.prefix_keys),
-            ("a text-embedding update", inputs.text_delta),
-        )
-        if value is not None
-    ]
-    if inputs.embeds is None or extra:
-        raise ExportError(
-            f"cannot export a {artifact.method} prompt to {fmt}: it uses {', '.join(extra) or 'no input vectors'}, "
-            "and the format holds only input-layer vectors (prompt_tuning, ulpt and bbt prompts export)"
-        )
+        inputs = artifact.prompt.fold().materialize()
     return inputs.embeds[0].detach().to(torch.float32).cpu().contiguous()
 
 

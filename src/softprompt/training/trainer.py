@@ -29,7 +29,6 @@ from softprompt.runs import RunFolder, data_fingerprint
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example
 from softprompt.training.batches import batch_indices
-from softprompt.training.neutral import NEUTRAL_HELD_OUT, fit_to_template
 from softprompt.training.parallel import DataParallel
 from softprompt.training.schedule import linear_warmup_decay
 
@@ -135,14 +134,6 @@ def train_prompt(
         prompt.load_state_tensors({k[len("prompt.") :]: v for k, v in tensors.items() if k.startswith("prompt.")})
     else:
         prompt.calibrate(evaluator, train)  # BBT/BBTv2: projection stds from the model, exactly as CMA-ES does
-        if getattr(prompt.config, "neutral_init", False):  # ULPT --neutral-init: start at the template's behaviour
-            # held out: validation texts (carved from train, labels unused), never the test split
-            fit = fit_to_template(scorer, prompt, train, steps=prompt.config.neutral_steps, lr=config.lr,
-                                  batch_size=config.batch_size, seed=config.seed,
-                                  held_out=validation[:NEUTRAL_HELD_OUT])  # fmt: skip
-            if fit.losses and run:
-                run.log.write({"step": 0, "split": "neutral_fit", "kl_first": fit.losses[0], "kl_last": fit.losses[-1],
-                               "held_out_kl": fit.held_out, "best_step": fit.best_step})  # fmt: skip
     groups = prompt.param_groups(config.lr)
     params = [p for group in groups for p in group["params"]]
     if not params:
