@@ -17,9 +17,8 @@ into the model; the three families differ only in `prompt_offset` (where the inp
 
 Layer-level effects (deep prompts added at the prompt positions, a gate's offset on the attention logits of the
 prompt's columns, reading a layer's input, starting at a layer from a precomputed input) go through one wrapper
-installed on each block when the backbone is built. Each call passes
-its instructions in a context variable, so concurrent calls from several threads never see each other's prompts
-and no lock is needed for correctness.
+installed on each block when the backbone is built. Each call passes its instructions in a context variable, so
+concurrent calls from several threads never see each other's prompts and no lock is needed for correctness.
 
 A key/value prefix (prefix tuning) enters a decoder as its own cache (the model's usual past_key_values). An encoder
 has no cache, so a second wrapper, installed once on each encoder block's self-attention module, hands that module
@@ -154,7 +153,8 @@ def _with_biased_mask(
 
 
 def _biased_mask(mask: torch.Tensor | None, bias: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """A sliding-window layer's cache keeps only the newest keys, so its mask covers the last columns only."""
+    """`mask` + `bias` on every query row. A sliding-window layer's cache keeps only the newest keys, so its mask
+    covers the last columns of `bias` only."""
     q, k = hidden.shape[1], bias.shape[1]
     if mask is None:  # the q newest of k positions, each seeing itself and everything before it
         mask = torch.ones(q, k, dtype=torch.bool, device=hidden.device).tril(k - q)[None, None]
