@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mixed import assert_each_row_as_alone
 
 from softprompt.models.backbone import Backbone, EncodedBatch
 from softprompt.models.inputs import PromptInputs
@@ -216,11 +217,7 @@ def test_mixed_batch_of_methods_and_lengths_scores_each_row_as_alone(backbone: B
     texts = [*TEXTS, "good fun"]
     conts = [*continuations(backbone), continuations(backbone)[1]]
     rows = method_mix(backbone)
-    with torch.no_grad():
-        mixed = backbone.hidden_states(backbone.encode(texts, conts), PromptInputs.stack(rows))
-        for i, (text, cont) in enumerate(zip(texts, conts, strict=True)):
-            alone = backbone.hidden_states(backbone.encode([text], [cont]), rows[i])
-            torch.testing.assert_close(mixed[i, : len(cont)], alone[0], atol=1e-5, rtol=1e-5)
+    mixed = assert_each_row_as_alone(backbone, texts, conts, rows)
     # the rows really differ from having no prompt (a broken insert that drops prompts would pass the above)
     with torch.no_grad():
         bare = backbone.hidden_states(backbone.encode(texts, conts))
@@ -290,11 +287,7 @@ def test_mixed_batch_with_key_value_prefixes_of_different_lengths(arch: str) -> 
         bb.prompt_prefix(inputs(torch.randn(1, 6, bb.hidden_size) * 0.5)),  # 6 slots
         inputs(random_prompt(bb, seed=2)),  # an input-layer prompt, no prefix
     ]
-    with torch.no_grad():
-        mixed = bb.hidden_states(bb.encode(texts, conts), PromptInputs.stack(rows))
-        for i, (text, cont) in enumerate(zip(texts, conts, strict=True)):
-            alone = bb.hidden_states(bb.encode([text], [cont]), rows[i])
-            torch.testing.assert_close(mixed[i, : len(cont)], alone[0], atol=1e-5, rtol=1e-5)
+    assert_each_row_as_alone(bb, texts, conts, rows)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "t5"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from mixed import assert_each_row_as_alone
 
 from softprompt.models.backbone import Backbone
 from softprompt.models.inputs import PromptInputs
@@ -62,11 +63,7 @@ def test_the_gate_stays_with_the_prompts_key_value_prefix(bb: Backbone) -> None:
 def test_mixed_batch_of_gated_and_ungated_rows_scores_each_row_as_alone(bb: Backbone) -> None:
     rows = [prompt(bb, 5, gate=-1.0, seed=1), bb.prompt_prefix(prompt(bb, 3, gate=-2.0, seed=2)), prompt(bb, 2)]
     conts = continuations(bb)
-    with torch.no_grad():
-        mixed = bb.hidden_states(bb.encode(TEXTS, conts), PromptInputs.stack(rows))
-        for i, (text, cont) in enumerate(zip(TEXTS, conts, strict=True)):
-            alone = bb.hidden_states(bb.encode([text], [cont]), rows[i])
-            torch.testing.assert_close(mixed[i, : len(cont)], alone[0], atol=1e-5, rtol=1e-5)
+    assert_each_row_as_alone(bb, TEXTS, conts, rows)
     stacked = PromptInputs.stack(rows)
     assert stacked.gate.tolist() == [-1.0, -2.0, 0.0]  # the ungated row's gate is 0: its prompt as it is
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from mixed import assert_each_row_as_alone
 from synthetic import synthetic_examples, synthetic_task
 
 from softprompt.api import make_prompt_config, new_prompt
@@ -125,13 +126,11 @@ def test_mixed_batch_of_new_methods_scores_each_row_as_alone(arch):
     texts = (TEXTS * 2)[: len(rows)]
     ids = [backbone.tokenize(w)[0] for w in ("good", "bad")]
     conts = [ids] * len(rows)
+    mixed = assert_each_row_as_alone(backbone, texts, conts, rows)
     with torch.no_grad():
-        mixed = backbone.hidden_states(backbone.encode(texts, conts), PromptInputs.stack(rows))
         bare = backbone.hidden_states(backbone.encode(texts, conts))
-        for i, (text, row) in enumerate(zip(texts, rows, strict=True)):
-            alone = backbone.hidden_states(backbone.encode([text], [ids]), row)
-            torch.testing.assert_close(mixed[i], alone[0], atol=1e-5, rtol=1e-5)
-            assert not torch.allclose(mixed[i], bare[i], atol=1e-4)  # every row's prompt does something
+    for i in range(len(rows)):
+        assert not torch.allclose(mixed[i], bare[i], atol=1e-4)  # every row's prompt does something
 
 
 def test_dept_text_update_reaches_the_text_tokens():

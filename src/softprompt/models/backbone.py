@@ -467,7 +467,7 @@ class Backbone:
         acts exactly like them, so their positions run once instead of once per text; unchanged where the model
         has no such prefix (encoders) or the row is not plain input vectors (a text update, a prefix already).
 
-        The one place that decides it for evaluation, the serving engine's prompt cache and the neutral fit."""
+        The one place that decides it, for evaluation and the serving engine's prompt cache."""
         if not self.prefix_in_cache or prompt.embeds is None:
             return prompt
         if prompt.text_delta is not None or prompt.prefix_keys is not None:
