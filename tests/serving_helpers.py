@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import socket
@@ -100,6 +101,17 @@ def live_server(app):
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def raw_exchange(host: str, port: int, request: bytes) -> tuple[str, dict]:
+    """Send `request` as is and read the answer to the server's close: (status line, JSON body)."""
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head.split(b"\r\n")[0].decode(), json.loads(body)
 
 
 def free_port() -> int:

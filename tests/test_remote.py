@@ -17,6 +17,7 @@ pytest.importorskip("uvicorn")
 import httpx
 import uvicorn
 from fastapi.testclient import TestClient
+from serving_helpers import raw_exchange
 
 from softprompt.models.backbone import Backbone, EncodedBatch
 from softprompt.models.inputs import PromptInputs
@@ -367,16 +368,11 @@ def test_slow_clients_are_cut_off(llama: Backbone, port: int) -> None:
     server = Server(llama, port, limits=Limits(body_timeout_s=0.5)).start()
     server.wait_started()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-            head = (f"POST /v1/scores HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {MEDIA_TYPE}\r\n"
-                    "Content-Length: 1000\r\n\r\n")  # fmt: skip
-            sock.sendall(head.encode() + b"x" * 10)  # ... and the other 990 bytes never come
-            start = time.monotonic()
-            received = b""
-            while chunk := sock.recv(4096):  # read to the close: headers and body may come in separate packets
-                received += chunk
-        reply = received.decode()
-        assert reply.startswith("HTTP/1.1 408") and "did not arrive within 0.5 s" in reply
+        head = (f"POST /v1/scores HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {MEDIA_TYPE}\r\n"
+                "Content-Length: 1000\r\n\r\n")  # fmt: skip
+        start = time.monotonic()
+        status, body = raw_exchange("127.0.0.1", port, head.encode() + b"x" * 10)  # the other 990 bytes never come
+        assert status.startswith("HTTP/1.1 408") and body == {"detail": "the request body did not arrive within 0.5 s"}
         assert time.monotonic() - start < 3
     finally:
         server.stop()

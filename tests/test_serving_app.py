@@ -5,6 +5,7 @@ import hashlib
 import json
 import time
 
+import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -17,6 +18,7 @@ from serving_helpers import (
     live_server,
     make_cache,
     make_registry,
+    raw_exchange,
 )
 
 from softprompt.artifact import PromptArtifact
@@ -285,6 +287,29 @@ def test_limits_answer_413_422_429_and_504(bb, arts):
         s.close()
 
 
+def test_slow_and_endless_bodies_are_cut_off_before_a_handler_reads_them(bb):
+    """Over a real socket: a body that stalls gets 408 within the deadline, a chunked body (no Content-Length) that
+    grows past the cap 413, each closing the connection; the server then answers the next client as usual."""
+    s = Server(bb, limits=ServerLimits(max_body_bytes=1000, body_timeout_s=0.5))
+    try:
+        with live_server(s.app) as url:
+            host, port = url.removeprefix("http://").split(":")
+            head = f"POST /v1/tenants HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            start = time.monotonic()
+            status, body = raw_exchange(host, int(port), f"{head}Content-Length: 500\r\n\r\n".encode() + b"{")
+            assert status.startswith("HTTP/1.1 408") and time.monotonic() - start < 3
+            assert body["error"] == {"message": "the request body did not arrive within 0.5 s",
+                                     "type": "invalid_request_error", "code": 408}  # fmt: skip
+            chunk = b"400\r\n" + b"x" * 1024 + b"\r\n"  # 1 KiB chunks, never a last one
+            endless = f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + chunk * 2
+            status, body = raw_exchange(host, int(port), endless)
+            assert status.startswith("HTTP/1.1 413") and "exceeds the limit of 1000 bytes" in body["error"]["message"]
+            r = httpx.post(url + "/v1/tenants", json={"tenant": "c"}, headers=auth(ADMIN))
+            assert r.status_code == 201, r.text
+    finally:
+        s.close()
+
+
 def test_a_stream_that_times_out_ends_with_an_error_event_and_done(bb, arts):
     s = Server(bb, limits=ServerLimits(request_timeout_s=0.3), config=EngineConfig(max_wait_ms=60_000))
     try:
@@ -405,3 +430,6 @@ def test_serve_command_rejects_bad_limits_with_one_line(capsys):
     assert main(["serve", "--max-batch", "0"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--max-batch" in err
+    assert main(["serve", "--body-timeout", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--body-timeout" in err

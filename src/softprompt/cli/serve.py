@@ -38,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--max-new-tokens", type=int, default=512, help="largest max_tokens accepted (default 512)")
     p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body (default 8 MB)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before a request answers 504 (default 120)")
+    p.add_argument("--body-timeout", type=float, default=60.0,
+                   help="seconds a client has to send its whole request body, else 408 (default 60)")  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(run=run)
 
@@ -48,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
 
     if min(args.max_batch, args.max_queue, args.prompt_cache, args.max_texts, args.max_new_tokens) < 1:
         raise ValueError("--max-batch, --max-queue, --prompt-cache, --max-texts and --max-new-tokens must be positive")
-    if args.max_wait_ms < 0 or args.prefix_cache_mb < 0 or args.max_body_mb <= 0 or args.timeout <= 0:
-        raise ValueError("--max-wait-ms and --prefix-cache-mb must be >= 0, --max-body-mb and --timeout positive")
+    if args.max_wait_ms < 0 or args.prefix_cache_mb < 0 or min(args.max_body_mb, args.timeout, args.body_timeout) <= 0:
+        raise ValueError("--max-wait-ms and --prefix-cache-mb must be >= 0, --max-body-mb, --timeout and "
+                         "--body-timeout positive")  # fmt: skip
     admin_key = os.environ.get(args.admin_key_env) or None
     registry = open_registry(args.registry)
     backbone = backbone_from_args(args)
@@ -57,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
                           prefix_cache=args.prefix_cache_mb > 0,
                           prefix_cache_bytes=args.prefix_cache_mb << 20)  # fmt: skip
     limits = ServerLimits(max_body_bytes=int(args.max_body_mb * 2**20), max_texts=args.max_texts,
-                          max_new_tokens=args.max_new_tokens, request_timeout_s=args.timeout)  # fmt: skip
+                          max_new_tokens=args.max_new_tokens, request_timeout_s=args.timeout,
+                          body_timeout_s=args.body_timeout)  # fmt: skip
     engine = Engine(backbone, prompt_cache(registry, args.prompt_cache), config)
     app = create_app(engine, registry, admin_key=admin_key, limits=limits)
     print(f"serving prompts from {args.registry} on {backbone.name} (fingerprint {backbone.fingerprint}) at "

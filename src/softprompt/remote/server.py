@@ -37,6 +37,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from softprompt.http_body import CLOSE, Disconnected, Receive, Refusal, Replay, Scope, Send, read_body
 from softprompt.models.backbone import Backbone, EncodedBatch
 from softprompt.remote import inference
 from softprompt.remote.wire import (
@@ -116,11 +117,6 @@ def _within(value: int, limit: int, what: str) -> None:
 
 
 # --- below the routes: host, key, content type, bounded and timely body ---------------------------------------------
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
 class Guard:
     """ASGI middleware that answers bad requests itself (JSON `{"detail": ...}`, 4xx) before the app sees them."""
 
@@ -135,12 +131,16 @@ class Guard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         refusal = self.refusal(scope, headers)
         if refusal is None and scope["method"] in ("POST", "PUT", "PATCH"):
-            body, refusal = await self.read_body(headers, receive)
-            if refusal is None:
-                receive = _replay(body, receive)
+            try:
+                body = await read_body(receive, headers.get("content-length"), self.limits.max_request_bytes,
+                                       self.limits.body_timeout_s)  # fmt: skip
+            except Disconnected:
+                return None
+            if isinstance(body, Refusal):
+                return await _json_response(send, body.status, body.detail, close=True)
+            receive = Replay(body, receive)
         if refusal is not None:
-            status, detail = refusal
-            return await _json_response(send, status, detail, close=status in (408, 413))
+            return await _json_response(send, *refusal, close=False)
         return await self.app(scope, receive, send)
 
     def refusal(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str] | None:
@@ -160,28 +160,6 @@ class Guard:
                 return 415, f"content type {media or '(none)'!r} is not accepted here; send {want or 'no body'}"
         return None
 
-    async def read_body(self, headers: dict[str, str], receive: Receive) -> tuple[bytes, tuple[int, str] | None]:
-        cap = self.limits.max_request_bytes
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > cap:
-            return b"", (413, f"request body of {declared} bytes exceeds the limit of {cap} bytes")
-        body = bytearray()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.limits.body_timeout_s
-        while True:
-            try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
-            except asyncio.TimeoutError:
-                return b"", (408, f"the request body did not arrive within {self.limits.body_timeout_s:g} s")
-            if message["type"] == "http.disconnect":
-                break
-            body += message.get("body", b"")
-            if len(body) > cap:  # counted as it arrives: a chunked body without Content-Length too
-                return b"", (413, f"request body exceeds the limit of {cap} bytes")
-            if not message.get("more_body", False):
-                break
-        return bytes(body), None
-
 
 def _hostname(host: str) -> str:
     host = host.strip().lower()
@@ -190,26 +168,13 @@ def _hostname(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # after the body: wait for the disconnect, as the server would report it
-
-    return replay
-
-
 async def _json_response(send: Send, status: int, detail: str, close: bool) -> None:
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     if close:
-        headers.append((b"connection", b"close"))  # the rest of the body is not read: do not reuse the connection
+        headers += [(k.encode(), v.encode()) for k, v in CLOSE.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -15,10 +15,11 @@ sees, uses and changes only its own prompts and reads other tenants' public ones
 existence of another tenant's private prompt never shows. Uploads are parsed by `PromptArtifact.from_bytes` (shapes,
 dtypes, finite values, sizes, checksums; no pickle) and must fit the served model; a path is never accepted.
 
-Limits: body size (413), texts per request, tokens per text and max_tokens (422), a request timeout (504), a full
-queue (429). Streaming (`stream: true`) sends server-sent events in OpenAI's chunk format ending in `data: [DONE]`:
-each choice's text as the batched generation decodes it (engine `on_delta` -> an asyncio queue fed with
-call_soon_threadsafe, so the event loop never blocks), then its finish_reason, the usage if asked, `[DONE]`.
+Limits: body size (413) and its arrival time (408), texts per request, tokens per text and max_tokens (422), a
+request timeout (504), a full queue (429). Streaming (`stream: true`) sends server-sent events in OpenAI's chunk
+format ending in `data: [DONE]`: each choice's text as the batched generation decodes it (engine `on_delta` -> an
+asyncio queue fed with call_soon_threadsafe, so the event loop never blocks), then its finish_reason, the usage if
+asked, `[DONE]`.
 `n` choices per prompt are n rows (choice j of a seeded sampling request uses seed + j, so they differ).
 Errors use OpenAI's body, {"error": {"message", "type", "code"}}, so the official client raises its usual exceptions.
 """
@@ -44,6 +45,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from softprompt.artifact import ArtifactError, PromptArtifact
+from softprompt.http_body import CLOSE, Disconnected, Receive, Refusal, Replay, Scope, Send, read_body
 from softprompt.serving.engine import Completion, Engine, GenerationOptions, QueueFull
 from softprompt.serving.metrics import ServerMetrics
 from softprompt.version import __version__
@@ -55,6 +57,7 @@ ADMIN = "<admin>"
 @dataclass(frozen=True)
 class ServerLimits:
     max_body_bytes: int = 8 << 20
+    body_timeout_s: float = 60.0  # the whole request body must arrive within this many seconds (else 408)
     max_texts: int = 64  # texts per classify request, prompts per completions request
     max_input_tokens: int | None = None  # per text; default: the model's max_length
     max_new_tokens: int = 512
@@ -120,7 +123,7 @@ def create_app(engine: Engine, registry: Any, *, admin_key: str | None = None, l
     max_input_tokens = limits.max_input_tokens or backbone.max_length
     metrics = metrics or ServerMetrics(engine, limits.metrics_max_prompts)
     app = FastAPI(title="softprompt server", version=__version__, description=__doc__)
-    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(_BodyLimit, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
     app.state.engine, app.state.registry, app.state.metrics = engine, registry, metrics
 
     # --- errors: one OpenAI-style body ------------------------------------------------------------------------------
@@ -463,8 +466,10 @@ def _meta(caller: str, record: Any) -> dict[str, Any]:
             "bytes": len(record.blob)}  # fmt: skip
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+def _error(status: int, message: str, kind: str = "invalid_request_error",
+           headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status,
+                        headers=headers)  # fmt: skip
 
 
 def _mapped(err: Exception) -> Exception:
@@ -492,35 +497,21 @@ def _chunk(rid: str, created: int, model: str, obj: str, choices: list[dict[str,
 
 
 class _BodyLimit:
-    """ASGI middleware: a request body above `max_bytes` gets 413 before any handler reads it (declared length or,
-    for chunked uploads, counted while buffering)."""
+    """ASGI middleware: a body above `max_bytes` gets 413, one that has not fully arrived within `timeout_s` 408,
+    before any handler reads it (`softprompt.http_body`)."""
 
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int, timeout_s: float) -> None:
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            return await _error(413, f"request body above {self.max_bytes} bytes")(scope, receive, send)
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > self.max_bytes:
-                return await _error(413, f"request body above {self.max_bytes} bytes")(scope, receive, send)
-        body, sent = b"".join(chunks), False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return await receive()
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
+        try:
+            body = await read_body(receive, None if declared is None else declared.decode("latin-1"), self.max_bytes,
+                                   self.timeout_s)  # fmt: skip
+        except Disconnected:
+            return None
+        if isinstance(body, Refusal):
+            return await _error(body.status, body.detail, headers=CLOSE)(scope, receive, send)
+        return await self.app(scope, Replay(body, receive), send)
