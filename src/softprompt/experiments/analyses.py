@@ -248,6 +248,7 @@ def rank_length(sweep: str | Path, out: str | Path | None = None) -> Path:
         raise ValueError(f"{sweep}: no finished runs yet")
     groups = _groups(runs, lambda r: (r["method"], r["rank"], r["prompt_len"], r["parameters"]))
     rows = _metric_rows(groups, method=lambda k: k[0], rank=lambda k: k[1], prompt_len=lambda k: k[2])
+    rows.sort(key=lambda r: (r["method"], r["parameters"], r["prompt_len"]))  # not the folders' order (rank16 < rank8)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in sorted({row["method"] for row in rows}):
         mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["parameters"])
