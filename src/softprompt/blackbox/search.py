@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from softprompt.artifact import PromptArtifact
 from softprompt.blackbox.cmaes import new_es, single_threaded_numpy_blas
-from softprompt.blackbox.spaces import create_prompt, make_space
+from softprompt.blackbox.spaces import Space, create_prompt, make_space
 from softprompt.evaluation import evaluate
 from softprompt.evaluator import PromptEvaluator
 from softprompt.prompts import build_prompt, config_from_dict
@@ -48,6 +48,7 @@ from softprompt.tasks.base import Example
 
 METHODS = ("bbt", "bbtv2", "ulpt")
 LOSSES = ("ce", "hinge", "neg_accuracy")
+TIMERS = ("ask_s", "tell_s", "project_s", "score_s", "dev_s", "replay_s")  # seconds spent, in the final log line
 
 
 @dataclass
@@ -168,6 +169,11 @@ class _History:
     def generation(self) -> int:
         return len(self.es)
 
+    @property
+    def best_train(self) -> float:
+        """The lowest train loss of any candidate so far."""
+        return min((min(f) for f in self.fitness), default=float("inf"))
+
 
 # --- the search ----------------------------------------------------------------------------------------------------
 def run_search(
@@ -197,136 +203,172 @@ def run_search(
     identity = {"search_config": config.settings(), "model_fingerprint": model.get("fingerprint"),
                 "data": data_fingerprint(train, dev)}  # fmt: skip
     run = RunFolder(Path(out_dir), identity, resume=resume, overwrite=overwrite)
-    metric = task.primary_metric
+    search = _Search.start(evaluator, model, config, run, train, resume, extra_metadata or {})  # 1. prompt and ES
+    history, metric = search.history, task.primary_metric
     labels = torch.tensor([ex.label for ex in train])
-    timing = dict.fromkeys(("ask_s", "tell_s", "project_s", "score_s", "dev_s", "replay_s"), 0.0)
-
-    @contextmanager
-    def timed(key: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        timing[key] += time.perf_counter() - start
-
-    # 1. the prompt: fresh (initialised and calibrated on the model) or as checkpointed, with the history to replay
-    history = _History()
-    if resume:
-        tensors, state = run.restore()
-        prompt = build_prompt(config_from_dict(state["prompt_config"]), evaluator.hidden_size)
-        prompt.load_state_tensors(_strip(tensors, "init."))
-        history = _History(tensors["history.es"].tolist(), tensors["history.fitness"].tolist(),
-                           state["calls"], state["dev_calls"], state["last_eval"])  # fmt: skip
-        shift_std = state["shift_std"]
-    else:
-        prompt = create_prompt(evaluator, config.prompt, train, config.seed)
-        shift_std = evaluator.embedding_std() if config.method == "ulpt" else 0.0  # ULPT shift step multiplier
-    init_state = _snapshot(prompt)
-    history.best_state = (_strip(tensors, "best.") if resume else {}) or _snapshot(prompt)
-    if isinstance(prompt, BBTv2):
-        # all L projections at once only when small (tiny models); SmolLM2 would need 1.7 GB
-        prompt.cache_projections = prompt.config.num_layers * prompt.config.dim * prompt.base.numel() <= 2**27
-    space = make_space(prompt, shift_std)
-    plan = schedule(config, space.num_es)
-    es_list = [
-        new_es(space.x0(i), config.step_size, config.popsize, config.seed, i, plan.count(i), config.bounds,
-               space.stds(i))
-        for i in range(space.num_es)
-    ]  # fmt: skip
-
-    def save_best(metrics: dict[str, float]) -> None:
-        extra = {"search_config": config.to_dict(), **(extra_metadata or {})}
-        calls = history.calls
-        artifact = PromptArtifact(prompt, model, task, {"validation": metrics, "best_calls": calls, "calls": calls},
-                                  extra)  # fmt: skip
-        if run.validation(calls, metrics, metric, artifact):
-            history.best_state = _snapshot(prompt)
-
-    def checkpoint() -> None:
-        saved = {
-            **{f"init.{k}": v for k, v in init_state.items()},
-            **{f"best.{k}": v for k, v in history.best_state.items()},
-            "history.es": torch.tensor(history.es, dtype=torch.int64),
-            "history.fitness": torch.tensor(history.fitness, dtype=torch.float64).view(-1, config.popsize),
-            "es.mean": torch.from_numpy(np.stack([es.mean for es in es_list])),
-        }
-        record = {"prompt_config": prompt.config.to_dict(), "shift_std": shift_std, "calls": history.calls,
-                  "dev_calls": history.dev_calls, "last_eval": history.last_eval, "versions": _versions()}  # fmt: skip
-        run.checkpoint(history.generation, saved, record)
 
     with single_threaded_numpy_blas(), torch.no_grad():
-        # 2. replay: the ES states after the stored generations, without model calls
-        with timed("replay_s"):
-            for es_index, fitness in zip(history.es, history.fitness, strict=True):
-                es = es_list[es_index]
-                if space.num_es == 1:
-                    es.stop()  # called before every generation in the loop below: replay the same calls
-                es.tell(es.ask(), fitness)
-                space.commit(es_index, es.result.xbest)
-        if resume:
-            _check_replay(es_list, tensors["es.mean"], state)
-        else:
-            checkpoint()  # P₀ and the calibrated stds are fixed from here on, even if the first generation is killed
-
-        def evaluate_dev() -> None:
-            with timed("dev_s"):
-                metrics = evaluate(evaluator, dev, space.current())
-            history.dev_calls, history.last_eval = history.dev_calls + 1, history.calls
-            save_best(metrics)
-
-        bar = tqdm(total=len(plan) * config.popsize, initial=history.calls, disable=not progress, unit="call",
-                   desc=f"{config.method} search")  # fmt: skip
-        best_train = min((min(f) for f in history.fitness), default=float("inf"))
-
-        # 3. the search loop
-        while history.generation < len(plan):
-            es_index = plan[history.generation]
-            es = es_list[es_index]
-            if space.num_es == 1 and es.stop():
+        search.replay()  # 2. the ES states after the stored generations, without model calls
+        bar = tqdm(total=len(search.plan) * config.popsize, initial=history.calls, disable=not progress,
+                   unit="call", desc=f"{config.method} search")  # fmt: skip
+        while history.generation < len(search.plan):  # 3. the search loop
+            fitness = search.generation(train, labels)
+            if fitness is None:
                 break  # pycma's own termination (e.g. a flat fitness landscape); BBTv2 follows the fixed schedule
-            with timed("ask_s"):
-                solutions = es.ask()
-            with timed("project_s"):
-                candidates = space.candidates(es_index, torch.from_numpy(np.stack(solutions)).float())
-            with timed("score_s"):
-                # BBTv2 varies only layer es_index: the layers below it are the same for every candidate
-                shared = es_index if config.method == "bbtv2" else 0
-                scores = evaluator.label_scores(train, candidates, shared_layers=shared)  # (P, K, C)
-                losses = classification_loss(scores, labels.expand(len(solutions), -1), config.loss).mean(-1)
-                fitness = [float(v) for v in losses.double()]
-            with timed("tell_s"):
-                es.tell(solutions, fitness)
-                space.commit(es_index, es.result.xbest)
-
-            history.es.append(es_index)
-            history.fitness.append(fitness)
-            history.calls += len(solutions)
-            best_train = min(best_train, *fitness)
-            run.log.write({"step": history.calls, "es": es_index, "loss_min": min(fitness),
-                           "loss_mean": float(np.mean(fitness))})  # fmt: skip
             crossed = history.calls // config.eval_every > history.last_eval // config.eval_every
-            if crossed or history.generation == len(plan):
-                evaluate_dev()
-            checkpoint()
-            bar.update(len(solutions))
-            bar.set_postfix(loss=f"{best_train:.4f}", **({f"dev_{metric}": f"{run.best[metric]:.4f}"}
-                                                         if run.best else {}))  # fmt: skip
+            if crossed or history.generation == len(search.plan):
+                search.evaluate_dev(dev)
+            search.checkpoint()
+            bar.update(len(fitness))
+            bar.set_postfix(loss=f"{history.best_train:.4f}", **({f"dev_{metric}": f"{run.best[metric]:.4f}"}
+                                                                  if run.best else {}))  # fmt: skip
             if callback is not None:
-                callback({"generation": history.generation, "calls": history.calls, "best_train_loss": best_train})
+                callback({"generation": history.generation, "calls": history.calls,
+                          "best_train_loss": history.best_train})  # fmt: skip
         if history.last_eval != history.calls or run.best is None:  # stopped early: the final solution is scored
-            evaluate_dev()
-            checkpoint()
+            search.evaluate_dev(dev)
+            search.checkpoint()
         bar.close()
 
         # 4. the best-dev prompt: test score and the final artifact
-        prompt.load_state_tensors(history.best_state)
+        search.prompt.load_state_tensors(history.best_state)
         best = run.best_artifact()
-        test_metrics = evaluate(evaluator, test, prompt) if test else None
-        best.metrics.update({"dev_evaluations": history.dev_calls, "train_loss": best_train, "calls": history.calls})
+        test_metrics = evaluate(evaluator, test, search.prompt) if test else None
+        best.metrics.update({"dev_evaluations": history.dev_calls, "train_loss": history.best_train,
+                             "calls": history.calls})  # fmt: skip
         run.finish(best, test_metrics, history.calls)
 
+    timing = search.timing
     searched = timing["ask_s"] + timing["tell_s"] + timing["project_s"]
     timing["overhead_share"] = searched / max(searched + timing["score_s"], 1e-12)
     run.log.write({"step": history.calls, "timing": timing})
-    return SearchResult(run.out_dir, prompt, run.best, run.best_step, history.calls, test_metrics, timing)
+    return SearchResult(run.out_dir, search.prompt, run.best, run.best_step, history.calls, test_metrics, timing)
+
+
+@dataclass
+class _Search:
+    """One search's state: the prompt and the space CMA-ES searches it in, one ES per block of that space (BBTv2: a
+    layer each) with the schedule saying which runs when, the history a resume replays, and where it is all saved."""
+
+    evaluator: PromptEvaluator
+    model: dict[str, Any]  # the evaluator's description, as the artifacts record it
+    config: SearchConfig
+    run: RunFolder
+    extra_metadata: dict[str, Any]
+    prompt: SoftPrompt
+    shift_std: float  # ULPT's shift step multiplier (the embedding std), fixed at the start
+    init_state: dict[str, torch.Tensor]  # P₀, calibrated: checkpointed so a resume rebuilds the same prompt
+    space: Space
+    plan: list[int]  # the ES of each generation
+    es_list: list[Any]
+    history: _History
+    restored: tuple[torch.Tensor, dict[str, Any]] | None  # a resumed checkpoint's ES means and record, to check
+    timing: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIMERS, 0.0))
+
+    @classmethod
+    def start(cls, evaluator: PromptEvaluator, model: dict[str, Any], config: SearchConfig, run: RunFolder,
+              train: Sequence[Example], resume: bool, extra_metadata: dict[str, Any]) -> _Search:  # fmt: skip
+        """The prompt fresh (initialised and calibrated on the model) or as checkpointed, with the history to replay."""
+        if resume:
+            tensors, state = run.restore()
+            prompt = build_prompt(config_from_dict(state["prompt_config"]), evaluator.hidden_size)
+            prompt.load_state_tensors(_strip(tensors, "init."))
+            history = _History(tensors["history.es"].tolist(), tensors["history.fitness"].tolist(),
+                               state["calls"], state["dev_calls"], state["last_eval"])  # fmt: skip
+            shift_std, restored = state["shift_std"], (tensors["es.mean"], state)
+        else:
+            tensors, history, restored = {}, _History(), None
+            prompt = create_prompt(evaluator, config.prompt, train, config.seed)
+            shift_std = evaluator.embedding_std() if config.method == "ulpt" else 0.0
+        init_state = _snapshot(prompt)
+        history.best_state = _strip(tensors, "best.") or _snapshot(prompt)
+        if isinstance(prompt, BBTv2):
+            # all L projections at once only when small (tiny models); SmolLM2 would need 1.7 GB
+            prompt.cache_projections = prompt.config.num_layers * prompt.config.dim * prompt.base.numel() <= 2**27
+        space = make_space(prompt, shift_std)
+        plan = schedule(config, space.num_es)
+        es_list = [
+            new_es(space.x0(i), config.step_size, config.popsize, config.seed, i, plan.count(i), config.bounds,
+                   space.stds(i))
+            for i in range(space.num_es)
+        ]  # fmt: skip
+        return cls(evaluator, model, config, run, extra_metadata, prompt, shift_std, init_state, space, plan, es_list,
+                   history, restored)  # fmt: skip
+
+    @contextmanager
+    def timed(self, key: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.timing[key] += time.perf_counter() - start
+
+    def replay(self) -> None:
+        """Tell each ES the stored fitness values in the original order (no model calls) and check the result bit
+        for bit; a fresh search checkpoints its start instead (P₀ and the calibrated stds are fixed from here on,
+        even if the first generation is killed)."""
+        with self.timed("replay_s"):
+            for es_index, fitness in zip(self.history.es, self.history.fitness, strict=True):
+                es = self.es_list[es_index]
+                if self.space.num_es == 1:
+                    es.stop()  # called before every generation in the loop: replay the same calls
+                es.tell(es.ask(), fitness)
+                self.space.commit(es_index, es.result.xbest)
+        if self.restored is None:
+            self.checkpoint()
+        else:
+            _check_replay(self.es_list, *self.restored)
+
+    def generation(self, train: Sequence[Example], labels: torch.Tensor) -> list[float] | None:
+        """One generation of the scheduled ES: ask, score every candidate on train, tell. None: that ES stopped."""
+        es_index = self.plan[self.history.generation]
+        es = self.es_list[es_index]
+        if self.space.num_es == 1 and es.stop():
+            return None
+        with self.timed("ask_s"):
+            solutions = es.ask()
+        with self.timed("project_s"):
+            candidates = self.space.candidates(es_index, torch.from_numpy(np.stack(solutions)).float())
+        with self.timed("score_s"):
+            # BBTv2 varies only layer es_index: the layers below it are the same for every candidate
+            shared = es_index if self.config.method == "bbtv2" else 0
+            scores = self.evaluator.label_scores(train, candidates, shared_layers=shared)  # (P, K, C)
+            losses = classification_loss(scores, labels.expand(len(solutions), -1), self.config.loss).mean(-1)
+            fitness = [float(v) for v in losses.double()]
+        with self.timed("tell_s"):
+            es.tell(solutions, fitness)
+            self.space.commit(es_index, es.result.xbest)
+        self.history.es.append(es_index)
+        self.history.fitness.append(fitness)
+        self.history.calls += len(solutions)
+        self.run.log.write({"step": self.history.calls, "es": es_index, "loss_min": min(fitness),
+                            "loss_mean": float(np.mean(fitness))})  # fmt: skip
+        return fitness
+
+    def evaluate_dev(self, dev: Sequence[Example]) -> None:
+        """Score the current solution on dev (the evaluation gradient training uses); keep it if it is the best."""
+        with self.timed("dev_s"):
+            metrics = evaluate(self.evaluator, dev, self.space.current())
+        history = self.history
+        history.dev_calls, history.last_eval = history.dev_calls + 1, history.calls
+        extra = {"search_config": self.config.to_dict(), **self.extra_metadata}
+        artifact = PromptArtifact(self.prompt, self.model, self.evaluator.task,
+                                  {"validation": metrics, "best_calls": history.calls, "calls": history.calls},
+                                  extra)  # fmt: skip
+        if self.run.validation(history.calls, metrics, self.evaluator.task.primary_metric, artifact):
+            history.best_state = _snapshot(self.prompt)
+
+    def checkpoint(self) -> None:
+        history = self.history
+        saved = {
+            **{f"init.{k}": v for k, v in self.init_state.items()},
+            **{f"best.{k}": v for k, v in history.best_state.items()},
+            "history.es": torch.tensor(history.es, dtype=torch.int64),
+            "history.fitness": torch.tensor(history.fitness, dtype=torch.float64).view(-1, self.config.popsize),
+            "es.mean": torch.from_numpy(np.stack([es.mean for es in self.es_list])),
+        }
+        record = {"prompt_config": self.prompt.config.to_dict(), "shift_std": self.shift_std,
+                  "calls": history.calls, "dev_calls": history.dev_calls, "last_eval": history.last_eval,
+                  "versions": _versions()}  # fmt: skip
+        self.run.checkpoint(history.generation, saved, record)
 
 
 def _snapshot(prompt: SoftPrompt) -> dict[str, torch.Tensor]:
