@@ -7,7 +7,8 @@
                 and the final test metric of each variant
 * similarity    cosine similarity across ranks (Figure 4) of the learned shift vectors b and of the learned change
                 of the scale vectors s − 1 (s starts at ones, so s itself is trivially similar), matched by seed;
-                random D-dimensional vectors would give about ±1/√D
+                the diagonal is one rank across two seeds (how alike two trainings of one shape are: the yardstick
+                for the rest); random D-dimensional vectors would give about ±1/√D
 * rank-length   test metric against trainable parameters, each group labelled by its rank and prompt length, so
                 ULPT at equal parameter count (n·r constant) sits beside vanilla prompt tuning
 * tune-projection  test metric of each group as bars (tune z vs tune the projection at equal budget, Table 3)
@@ -18,6 +19,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -218,25 +220,35 @@ def similarity(sweep: str | Path, out: str | Path | None = None) -> Path:
         state = PromptArtifact.from_pretrained(run["dir"]).prompt.state_tensors()
         vectors[(run["rank"], run["seed"])] = {"shift": state["shift"].float(), "scale - 1": state["scale"].float() - 1}
     ranks = sorted({rank for rank, _ in vectors})
+    seeds_of = {rank: sorted(s for r, s in vectors if r == rank) for rank in ranks}
+
+    def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
+        return float(torch.nn.functional.cosine_similarity(u, v, dim=0))
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
     rows = []
     for ax, kind in zip(axes, ("shift", "scale - 1"), strict=True):
         matrix = [[math.nan] * len(ranks) for _ in ranks]
-        for i, a in enumerate(ranks):
-            for j, b in enumerate(ranks):
-                seeds = sorted({s for r, s in vectors if r == a} & {s for r, s in vectors if r == b})
-                cos = [float(torch.nn.functional.cosine_similarity(vectors[(a, s)][kind], vectors[(b, s)][kind], dim=0))
-                       for s in seeds]  # fmt: skip
-                matrix[i][j] = statistics.fmean(cos) if cos else math.nan
-                if i < j:
-                    rows.append({"vector": kind, "rank_a": a, "rank_b": b, "cosine": matrix[i][j], "seeds": len(seeds)})
+        for (i, a), (j, b) in itertools.combinations_with_replacement(enumerate(ranks), 2):
+            if a == b:  # one rank, every pair of its seeds
+                pairs = list(itertools.combinations(seeds_of[a], 2))
+                cos = [cosine(vectors[(a, s)][kind], vectors[(a, t)][kind]) for s, t in pairs]
+                seeds = len(seeds_of[a]) if pairs else 0
+            else:  # two ranks, the same seed
+                common = sorted(set(seeds_of[a]) & set(seeds_of[b]))
+                cos = [cosine(vectors[(a, s)][kind], vectors[(b, s)][kind]) for s in common]
+                seeds = len(common)
+            matrix[i][j] = matrix[j][i] = statistics.fmean(cos) if cos else math.nan
+            if cos:
+                rows.append({"vector": kind, "rank_a": a, "rank_b": b, "cosine": matrix[i][j], "seeds": seeds})
         image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="coolwarm")
         ax.set_xticks(range(len(ranks)), [str(r) for r in ranks])
         ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
         for i in range(len(ranks)):
             for j in range(len(ranks)):
-                ax.text(j, i, f"{matrix[i][j]:.2f}", ha="center", va="center", fontsize=8)
-        ax.set(title=f"cosine similarity of {kind}", xlabel="rank", ylabel="rank")
+                text = "–" if math.isnan(matrix[i][j]) else f"{matrix[i][j]:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8)
+        ax.set(title=f"cosine similarity of {kind}\n(diagonal: one rank, two seeds)", xlabel="rank", ylabel="rank")
     fig.colorbar(image, ax=list(axes), shrink=0.8)
     return _write(Path(out or sweep), "similarity", fig, rows, "Cosine similarity of learned vectors across ranks")
 
