@@ -231,9 +231,9 @@ def similarity(sweep: str | Path, out: str | Path | None = None) -> Path:
         matrix = [[math.nan] * len(ranks) for _ in ranks]
         for (i, a), (j, b) in itertools.combinations_with_replacement(enumerate(ranks), 2):
             if a == b:  # one rank, every pair of its seeds
-                pairs = list(itertools.combinations(seeds_of[a], 2))
+                pairs = itertools.combinations(seeds_of[a], 2)
                 cos = [cosine(vectors[(a, s)][kind], vectors[(a, t)][kind]) for s, t in pairs]
-                seeds = len(seeds_of[a]) if pairs else 0
+                seeds = len(seeds_of[a])
             else:  # two ranks, the same seed
                 common = sorted(set(seeds_of[a]) & set(seeds_of[b]))
                 cos = [cosine(vectors[(a, s)][kind], vectors[(b, s)][kind]) for s in common]
