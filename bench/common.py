@@ -65,6 +65,18 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def load_model(name: str, dtype: str = "auto") -> Any:
+    """The benchmark's frozen `Backbone`: 'tiny' is a tiny random Llama (a seconds-long check of the script),
+    anything else goes to `softprompt.models.load_backbone`."""
+    if name == "tiny":
+        from softprompt.testing import tiny_backbone
+
+        return tiny_backbone()
+    from softprompt.models import load_backbone
+
+    return load_backbone(name, dtype=dtype)
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub-flavoured markdown table; floats are shown with 3 significant decimals as given by the caller."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

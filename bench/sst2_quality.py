@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results
+from common import load_model, machine_info, markdown_table, write_results
 
 from softprompt.api import make_prompt_config, new_prompt
 from softprompt.cli.common import subset
@@ -58,14 +58,8 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    if args.model == "tiny":
-        from softprompt.testing import tiny_backbone
-
-        backbone, name = tiny_backbone(), "sst2_quality_tiny"
-    else:
-        from softprompt.models import load_backbone
-
-        backbone, name = load_backbone(args.model, dtype=args.dtype), "sst2_quality"
+    backbone = load_model(args.model, args.dtype)
+    name = "sst2_quality_tiny" if args.model == "tiny" else "sst2_quality"
     task = get_task("sst2")
     train = task.load("train", args.data_dir)
     validation = subset(task.load("validation", args.data_dir), args.max_eval_examples, args.seed)

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, command_line, machine_info, markdown_table, write_results
+from common import RESULTS_DIR, command_line, load_model, machine_info, markdown_table, write_results
 
 from softprompt.cli.common import subset
 from softprompt.evaluation import evaluate
@@ -203,14 +203,7 @@ def main() -> None:
         text = markdown(tasks, header(settings["model"], settings.get("resolved_dtype", "float32"), settings["seed"]))
         write_results(out, {"settings": settings, "tasks": tasks}, text, earlier["machine"])
         return
-    if args.model == "tiny":
-        from softprompt.testing import tiny_backbone
-
-        backbone = tiny_backbone()
-    else:
-        from softprompt.models import load_backbone
-
-        backbone = load_backbone(args.model, dtype=args.dtype)
+    backbone = load_model(args.model, args.dtype)
     dtype = str(next(backbone.model.parameters()).dtype).removeprefix("torch.")
     results: dict[str, dict] = {}
     previous = RESULTS_DIR / f"{out}.json"

@@ -117,6 +117,37 @@ def test_population_batching_matches_one_by_one(backbone, multi_token):
     assert one_pass.forward_passes == 1  # 5 candidates × 16 examples (× 2 labels) in one forward
 
 
+def test_population_parts_are_grouped_by_length_and_padded_only_to_their_own_longest(backbone):
+    """Texts of 1 to 24 words, shuffled: parts of similar length cut the padded positions the model runs, and the
+    scores, put back in the examples' order, are each example's own."""
+    scorer = Scorer(backbone, synthetic_task())
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randperm(24, generator=gen) + 1
+    examples = [
+        Example(" ".join(["plot"] * int(w) + ["great" if i % 2 else "awful"]), i % 2) for i, w in enumerate(lengths)
+    ]
+    prompts = PromptInputs(embeds=torch.randn(4, 3, 32, generator=gen))
+    positions = []
+    hook = backbone.layers[0].register_forward_pre_hook(
+        lambda _, args, kwargs: positions.append((args[0] if args else kwargs["hidden_states"]).shape[:2].numel()),
+        with_kwargs=True,
+    )
+    try:
+        evaluator = LocalEvaluator(scorer, chunk_size=24, prefix=False)  # 6 examples x 4 candidates a pass
+        scores = evaluator.label_scores(examples, prompts)
+    finally:
+        hook.remove()
+    for p in range(4):
+        for k, ex in enumerate(examples):
+            alone = scorer.label_scores(scorer.encode([ex]), prompts.select(torch.tensor([p])))
+            torch.testing.assert_close(scores[p, k], alone[0], atol=1e-5, rtol=0)
+    assert evaluator.forward_passes == 4  # ⌈4 candidates × 24 examples / 24 rows⌉
+    # each pass: 4 candidates x 6 examples of similar length, padded to the part's longest, plus the 3 prompt vectors
+    own = sorted(int(scorer.encode([ex]).encoded.attention_mask.sum()) for ex in examples)
+    assert sum(positions) == sum(4 * 6 * (max(own[i : i + 6]) + 3) for i in range(0, 24, 6))
+    assert sum(positions) < 0.75 * 4 * 24 * (max(own) + 3)  # every row padded to the longest text, as before
+
+
 # --- the search ----------------------------------------------------------------------------------------------------
 def test_bbt_search_counts_calls_lowers_train_loss_and_saves_a_loadable_artifact(evaluator, backbone, tmp_path):
     config = small("bbt", budget=240, eval_every=48)
@@ -208,6 +239,12 @@ def assert_same_run(reference: Path, resumed: Path) -> None:
     for name in ref_state:
         assert torch.equal(ref_state[name], got_state[name]), name
     assert ref.metrics == got.metrics
+    # the log too: every generation's losses and every validation once, in order, as if never interrupted
+    assert without_timing(reference / "log.jsonl") == without_timing(resumed / "log.jsonl")
+
+
+def without_timing(log: Path) -> list[dict]:
+    return [r for r in map(json.loads, log.read_text().splitlines()) if "timing" not in r]
 
 
 @pytest.mark.parametrize("method", ["bbt", "bbtv2", "ulpt"])
@@ -240,13 +277,15 @@ def test_kill_minus_nine_then_resume_ends_with_the_same_prompt(tmp_path):
     latest = killed / "checkpoint" / "latest.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        if latest.exists() and json.loads(latest.read_text())["step"] >= 5:
+        if latest.exists() and json.loads(latest.read_text())["step"] >= 5 * SCRIPT_CONFIG.popsize:
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    killed_at = json.loads(latest.read_text())["step"]
-    assert 5 <= killed_at < total, "the search should have been killed part-way"
+    killed_at = json.loads(latest.read_text())["step"]  # model calls
+    assert 5 * SCRIPT_CONFIG.popsize <= killed_at < total * SCRIPT_CONFIG.popsize, (
+        "the search should have been killed part-way"
+    )
 
     script_search(str(killed), resume=True)
     assert_same_run(reference, killed)
@@ -287,12 +326,19 @@ def test_shared_lower_layers_are_computed_once_with_identical_scores(arch):
     deep = torch.randn(backbone.num_layers, 1, n, d, generator=generator).repeat(1, num, 1, 1)
     layer = backbone.num_layers - 1
     deep[layer] = torch.randn(num, n, d, generator=generator)  # only the top layer differs between candidates
-    full = evaluator.label_scores(examples, PromptInputs(embeds=prompts, deep=deep))
-    calls = []  # the MLP of layer 0 only runs when layer 0 really runs
-    handle = backbone.layers[0].mlp.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    positions = []  # the MLP of layer 0 only runs when layer 0 really runs
+    handle = backbone.layers[0].mlp.register_forward_pre_hook(
+        lambda _, args: positions.append(args[0].shape[:2].numel())
+    )
     try:
         reused = evaluator.label_scores(examples, PromptInputs(embeds=prompts, deep=deep), shared_layers=layer)
     finally:
         handle.remove()
-    assert torch.allclose(full, reused, atol=1e-5)
-    assert calls == [len(examples)]  # layer 0 ran once, on the examples alone, not once per candidate
+    scorer, encoded = evaluator.scorer, evaluator.scorer.encode(examples)
+    for c in range(num):  # ground truth: each candidate alone, its prompt inserted in every row, every layer run
+        alone = scorer.label_scores(encoded, PromptInputs(embeds=prompts[c : c + 1], deep=deep[:, c : c + 1]))
+        torch.testing.assert_close(reused[c], alone, atol=1e-5, rtol=0)
+    # layer 0 ran once per example (without the prompt's positions), and once per candidate on its n prompt positions
+    # (its key/value prefix), never per candidate and example
+    own = [int(scorer.encode([ex]).encoded.attention_mask.sum()) for ex in examples]
+    assert sum(positions) == sum(own) + num * n

@@ -113,3 +113,33 @@ def test_a_gate_needs_a_prompt_and_one_number_per_row() -> None:
         PromptInputs(embeds=torch.zeros(1, 2, 4), gate=torch.tensor(0.0))
     with pytest.raises(ValueError, match="disagree on the number of rows"):
         PromptInputs(embeds=torch.zeros(2, 2, 4), gate=torch.zeros(3))
+
+
+def test_blocks_that_take_the_mask_positionally_are_gated_against_the_models_own_masked_forward() -> None:
+    """GPT-2 hands each block its attention mask positionally. Its positions are absolute, so a closed gate is not
+    the bare template there; it is the model's own forward with the prompt in place and its columns masked out."""
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    from softprompt.models.causal import CausalLMBackbone
+
+    tok = tiny_backbone().tokenizer
+    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=128, pad_token_id=0)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    bb = CausalLMBackbone(model, tok, name="tiny-gpt2", max_length=64)
+    batch = bb.encode(["the movie was very good"])
+    embeds = torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(0))
+    o, ids = bb.prompt_offset, batch.input_ids
+    wte = model.get_input_embeddings()
+    with torch.no_grad():
+        inputs = torch.cat([wte(ids[:, :o]), embeds, wte(ids[:, o:])], dim=1)
+        mask = torch.ones(inputs.shape[:2], dtype=torch.long)
+        mask[:, o : o + 5] = 0
+        expected = model(inputs_embeds=inputs, attention_mask=mask).logits[0, -1]
+        closed, opened, ungated = (
+            bb.logits(bb.hidden_states(batch, PromptInputs(embeds=embeds, gate=gate))[:, 0])[0]
+            for gate in (torch.tensor([HIDDEN]), torch.tensor([0.0]), None)
+        )
+    torch.testing.assert_close(closed, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(opened, ungated, atol=0, rtol=0)
+    assert not torch.allclose(closed, ungated, atol=1e-3)

@@ -96,6 +96,33 @@ def test_remote_label_scores_match_local(arch: str, task: Task, llama: Backbone)
         torch.testing.assert_close(got, local_scores(bb, task, prompts, d), atol=1e-5, rtol=1e-5)
 
 
+def test_endpoint_scores_rows_of_similar_length_together_without_the_others_padding(llama: Backbone) -> None:
+    """Rows of 1 to 24 words in one request: each pass holds rows of similar length, trimmed to its own longest,
+    against each candidate's key/value prefix, and every row's scores are its own (scored alone)."""
+    from softprompt.remote import inference
+
+    lengths = torch.randperm(24, generator=torch.Generator().manual_seed(0)) + 1
+    batch = llama.encode([" ".join(["plot"] * int(w)) for w in lengths])
+    prompts = torch.randn(4, N, llama.hidden_size, generator=torch.Generator().manual_seed(1))
+    token_ids = torch.tensor([5, 6])
+    positions = []
+    hook = llama.layers[0].register_forward_pre_hook(
+        lambda _, args, kwargs: positions.append((args[0] if args else kwargs["hidden_states"]).shape[:2].numel()),
+        with_kwargs=True,
+    )
+    try:
+        got = inference.candidate_scores(llama, batch, token_ids, prompts, chunk_rows=24)  # 6 rows x 4 candidates
+    finally:
+        hook.remove()
+    for k in range(len(batch)):
+        alone = inference.candidate_scores(llama, batch.select(torch.tensor([k])).trimmed(), token_ids, prompts)
+        torch.testing.assert_close(got[:, k], alone[:, 0], atol=1e-5, rtol=0)
+    own = sorted(int(m.sum()) for m in batch.attention_mask)
+    prefixes = 4 * N  # each candidate's N positions run once, as its key/value prefix
+    assert sum(positions) == prefixes + sum(4 * 6 * max(own[i : i + 6]) for i in range(0, 24, 6))
+    assert sum(positions) < 0.75 * (prefixes + 4 * 24 * max(own))  # every row padded to the longest row
+
+
 def test_parts_the_endpoint_cannot_carry_are_refused_not_dropped(llama: Backbone) -> None:
     """A gate, a text update or a key/value prefix never reaches the endpoint: it would score another prompt."""
     prompts, _ = candidates(llama)

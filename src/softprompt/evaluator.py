@@ -5,13 +5,17 @@ Every optimiser (gradient training's validation, CMA-ES search) and every evalua
 `softprompt.remote.client.RemoteEvaluator` over HTTP against `softprompt serve-lm`, with no access to weights or
 gradients. Both must return the same numbers for the same inputs (tests/test_remote.py).
 
-A population of P candidate prompts (a `PromptInputs` of P rows) is scored on K examples in as few forward passes
-as `chunk_size` (rows per forward) allows: the K examples are encoded once, repeated once per candidate, and each
-row gets its candidate's prompt, so P·K rows cost ⌈P·K / chunk_size⌉ passes. Only the verbalizer logits are
-computed. On a decoder-only model an input-layer prompt (deep prompts included) is first turned into its key/value
-prefix (`Backbone.prompt_prefix`, the prompt's exact effect: its positions never attend to the text), once per
-candidate, so the n prompt positions run once instead of once per example; with n = 20 vectors in front of SST-2
-sentences that is about a third of every evaluation's tokens.
+A population of P candidate prompts (a `PromptInputs` of P rows) is scored on K examples in about ⌈P·K / chunk_size⌉
+forward passes of at most `chunk_size` rows: the K examples are sorted by token length and cut into parts of
+⌊chunk_size / P⌋ examples (at least one), and each part is encoded once, padded only to its own longest text, and
+repeated once per candidate (each row gets its candidate's prompt). On few-shot sets the texts' lengths vary
+several-fold: one batch padded to its longest text is ~60% padding on 16-shot SST-2 and RTE (bench/eval_buckets.py).
+Only the verbalizer logits are computed.
+
+On a decoder-only model an input-layer prompt (deep prompts included) is first turned into its key/value prefix
+(`Backbone.prompt_prefix`, the prompt's exact effect: its positions never attend to the text), once per candidate,
+so the n prompt positions run once instead of once per example; with n = 20 vectors in front of SST-2 sentences
+that is about a third of every evaluation's tokens.
 """
 
 from __future__ import annotations
@@ -98,7 +102,9 @@ class LocalEvaluator(BackboneAccess):
         self.scorer = scorer
         self.task = scorer.task
         self.chunk_size = chunk_size
-        self._encoded: OrderedDict[tuple[Example, ...], list[ScoringBatch]] = OrderedDict()
+        self._encoded: OrderedDict[tuple[tuple[Example, ...], int], list[tuple[ScoringBatch, torch.Tensor]]] = (
+            OrderedDict()
+        )
         self._cache_size = cache_size
         self.prefix = prefix  # score through each prompt's key/value prefix where the model has one (same numbers)
         self.forward_passes = 0  # for benchmarks and tests
@@ -114,18 +120,17 @@ class LocalEvaluator(BackboneAccess):
             raise ValueError(f"label scores need a classification task; {self.task.name!r} is {self.task.kind}")
         prompts = prompts.to(self.backbone.device)  # move once; the per-row copies below are made on the device
         num = prompts.num_rows
+        # the rows' lower layers are computed once per part (from candidate 0's prompt, the same below the layer)
         reuse = shared_layers > 0 and prompts.deep is not None and self.backbone.can_start_at_layer
-        if not reuse:
-            prompts = self._as_prefix(prompts)
-        columns = []
-        for part in self._encode(examples):
+        prompts = self._as_prefix(prompts)
+        scores = torch.empty(num, len(examples), self.scorer.num_labels)
+        for part, index in self._encode(examples, max(1, self.chunk_size // num)):
             rows = len(part.encoded)  # rows of one copy of this part
             per_pass = max(1, self.chunk_size // rows)  # candidates per forward pass
             shared = None
             if reuse:  # the input of layer `shared_layers`, once, with candidate 0's (shared) lower prompts
                 first = prompts.select(torch.zeros(1, dtype=torch.long))
                 shared = self.backbone.layer_inputs(part.encoded, first, layers=[shared_layers])[shared_layers]
-            scores = []
             for start in range(0, num, per_pass):
                 idx = torch.arange(start, min(start + per_pass, num))
                 batch = part.repeat(len(idx))  # candidate-major: rows [c·rows, (c+1)·rows) belong to candidate c
@@ -133,9 +138,8 @@ class LocalEvaluator(BackboneAccess):
                 resume_at = None if shared is None else (shared_layers, shared.repeat(len(idx), 1, 1))
                 out = self.scorer.label_scores(batch, row_prompts, start=resume_at)
                 self.forward_passes += 1
-                scores.append(out.view(len(idx), part.num_examples, -1).cpu())
-            columns.append(torch.cat(scores))
-        return torch.cat(columns, dim=1)
+                scores[start : start + len(idx), index] = out.view(len(idx), part.num_examples, -1).cpu().float()
+        return scores
 
     def _as_prefix(self, prompts: PromptInputs) -> PromptInputs:
         """`Backbone.as_prefix` unless turned off, or where the model cannot keep the prefix (a sliding window
@@ -150,15 +154,19 @@ class LocalEvaluator(BackboneAccess):
     def generate(self, examples: Sequence[Example], prompt: PromptInputs, **options: Any) -> list[str]:
         return self.backbone.generate([self.task.render(ex) for ex in examples], prompt, **options)
 
-    def _encode(self, examples: Sequence[Example]) -> list[ScoringBatch]:
-        """The examples as batches of at most `chunk_size` rows (one batch unless K·rows_per_example is larger)."""
-        key = tuple(examples)
+    def _encode(self, examples: Sequence[Example], per_part: int) -> list[tuple[ScoringBatch, torch.Tensor]]:
+        """The examples sorted by token length and cut into parts of at most `per_part` examples (and at most
+        `chunk_size` rows), each padded to its own longest and paired with its examples' positions in `examples`."""
+        if not examples:
+            raise ValueError("no examples to score")
+        key = (tuple(examples), per_part)
         if key in self._encoded:
             self._encoded.move_to_end(key)
             return self._encoded[key]
-        per_example = 1 if self.scorer.single_token else self.scorer.num_labels
-        step = max(1, self.chunk_size // per_example)
-        parts = [self.scorer.encode(examples[i : i + step]) for i in range(0, len(examples), step)]
+        batch = self.scorer.encode(examples)
+        step = max(1, min(per_part, self.chunk_size // batch.rows_per_example))
+        by_length = torch.argsort(batch.lengths(), stable=True)
+        parts = [(batch.select(index), index) for index in by_length.split(step)]
         self._encoded[key] = parts
         if len(self._encoded) > self._cache_size:
             self._encoded.popitem(last=False)

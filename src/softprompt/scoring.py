@@ -32,6 +32,22 @@ class ScoringBatch:
     num_examples: int
     rows_per_example: int  # C for multi-token classification, else 1
 
+    def select(self, examples: torch.Tensor) -> ScoringBatch:
+        """The examples `examples` (their rows), without the padding only the others needed."""
+        per = self.rows_per_example
+        rows = (examples[:, None] * per + torch.arange(per)).flatten()
+        return ScoringBatch(
+            self.encoded.select(rows).trimmed(),
+            None if self.labels is None else self.labels[examples],
+            None if self.targets is None else self.targets[rows],
+            len(examples),
+            per,
+        )
+
+    def lengths(self) -> torch.Tensor:
+        """(examples,) each example's longest row in tokens."""
+        return self.encoded.attention_mask.sum(1).view(self.num_examples, self.rows_per_example).amax(1)
+
     def repeat(self, times: int) -> ScoringBatch:
         """The same examples `times` over (example-major inside each copy): one copy per candidate prompt."""
         enc = self.encoded

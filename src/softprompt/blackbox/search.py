@@ -368,7 +368,7 @@ class _Search:
         record = {"prompt_config": self.prompt.config.to_dict(), "shift_std": self.shift_std,
                   "calls": history.calls, "dev_calls": history.dev_calls, "last_eval": history.last_eval,
                   "versions": _versions()}  # fmt: skip
-        self.run.checkpoint(history.generation, saved, record)
+        self.run.checkpoint(history.calls, saved, record)  # the log's step: calls (resuming truncates the log)
 
 
 def _snapshot(prompt: SoftPrompt) -> dict[str, torch.Tensor]:

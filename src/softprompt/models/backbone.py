@@ -35,9 +35,10 @@ import hashlib
 import inspect
 import json
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -72,6 +73,15 @@ class EncodedBatch:
             self.score_mask[rows],
             {k: v[rows] for k, v in self.extras.items()},
         )
+
+    def trimmed(self) -> EncodedBatch:
+        """Without the trailing input columns that no row attends to and no score reads (padding of longer rows
+        that are not in this batch): the same scores from fewer positions."""
+        attended = self.attention_mask.any(0).nonzero()
+        width = 1 + max(int(attended.max()) if len(attended) else 0, int(self.score_index.max()))
+        if width >= self.input_ids.shape[1]:
+            return self
+        return replace(self, input_ids=self.input_ids[:, :width], attention_mask=self.attention_mask[:, :width])
 
 
 @dataclass
@@ -145,11 +155,21 @@ def _with_biased_mask(
     if "attention_mask" in kwargs:
         kwargs["attention_mask"] = _biased_mask(kwargs["attention_mask"], bias, hidden)
         return args, kwargs
-    names = list(inspect.signature(block).parameters)
-    at = names.index("attention_mask") if "attention_mask" in names else len(args)
-    if at >= len(args):
+    at = _mask_position(block)  # GPT-2 passes it positionally
+    if at is None or at >= len(args):
         raise ValueError("a gated prompt needs blocks that take an `attention_mask` (Llama, Gemma, Qwen, GPT-2, ...)")
     return (*args[:at], _biased_mask(args[at], bias, hidden), *args[at + 1 :]), kwargs
+
+
+_MASK_POSITIONS: weakref.WeakKeyDictionary[Callable[..., Any], int | None] = weakref.WeakKeyDictionary()
+
+
+def _mask_position(block: Callable[..., Any]) -> int | None:
+    """Where `attention_mask` sits among a block forward's positional parameters (looked up once per block)."""
+    if block not in _MASK_POSITIONS:
+        names = list(inspect.signature(block).parameters)
+        _MASK_POSITIONS[block] = names.index("attention_mask") if "attention_mask" in names else None
+    return _MASK_POSITIONS[block]
 
 
 def _biased_mask(mask: torch.Tensor | None, bias: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,12 @@
 """The forward passes the endpoint runs, as plain functions of a `Backbone` (no web framework involved).
 
-Scoring many candidate prompts on the same K examples: row r of the flattened (P·K) problem is example r % K under
-candidate r // K, the same example-major order as `ScoringBatch.repeat(P)`. Rows are scored `chunk_rows` at a time,
-so memory stays bounded whatever P and K are. The statistics are the library's own (softprompt.models.statistics),
-so a remote search starts from the same numbers a local one does.
+Scoring many candidate prompts on the same K rows: the rows are sorted by length and cut into parts of
+⌊chunk_rows / P⌋ (at least one), each trimmed to its own longest row, and each forward pass scores one part under as
+many candidates as fit in `chunk_rows` rows, so memory stays bounded whatever P and K are and little of the work is
+padding (as `softprompt.evaluator.LocalEvaluator` does).
+
+The statistics are the library's own (softprompt.models.statistics), so a remote search starts from the same numbers
+a local one does.
 """
 
 from __future__ import annotations
@@ -35,19 +38,29 @@ def candidate_scores(
     """(P, K, S, C) float32: for each candidate prompt, example and score position, the logits of `token_ids`
     (or, with `logprobs`, their log-probabilities under the full vocabulary, for multi-token label words)."""
     candidates = wire_prompts(prompts, deep)
+    try:  # the prompt's positions never attend to the text: run them once per candidate, as LocalEvaluator does
+        candidates = backbone.as_prefix(candidates)
+    except ValueError:  # no exact prefix (a sliding window shorter than the prompt): the prompt goes in every row
+        pass
     k, p = len(batch), candidates.num_rows
     if logprobs:  # every scored position of every row holds a whole vocabulary's log-probabilities
         chunk_rows = max(1, min(chunk_rows, LOGPROB_VALUES // (batch.score_index.shape[1] * backbone.vocab_size)))
-    out = []
-    for start in range(0, p * k, chunk_rows):
-        rows = torch.arange(start, min(start + chunk_rows, p * k))
-        hidden = backbone.hidden_states(batch.select(rows % k), candidates.select(rows // k))
-        if logprobs:
-            scores = torch.log_softmax(backbone.logits(hidden).float(), dim=-1)[..., token_ids.to(hidden.device)]
-        else:
-            scores = backbone.logits(hidden, token_ids).float()
-        out.append(scores.cpu())
-    return torch.cat(out).view(p, k, *out[0].shape[1:])
+    token_ids = token_ids.to(backbone.device)
+    out = torch.empty(p, k, batch.score_index.shape[1], len(token_ids))
+    by_length = torch.argsort(batch.attention_mask.sum(1), stable=True)
+    for part in by_length.split(max(1, chunk_rows // p)):  # rows of similar length, without the others' padding
+        rows = batch.select(part).trimmed()
+        per_pass = max(1, chunk_rows // len(part))  # candidates per forward pass
+        for start in range(0, p, per_pass):
+            idx = torch.arange(start, min(start + per_pass, p))
+            copies = rows.select(torch.arange(len(part)).repeat(len(idx)))  # candidate-major, as ScoringBatch.repeat
+            hidden = backbone.hidden_states(copies, candidates.select(idx.repeat_interleave(len(part))))
+            if logprobs:
+                scores = torch.log_softmax(backbone.logits(hidden).float(), dim=-1)[..., token_ids]
+            else:
+                scores = backbone.logits(hidden, token_ids).float()
+            out[start : start + len(idx), part] = scores.view(len(idx), len(part), *scores.shape[1:]).cpu()
+    return out
 
 
 def embedding_std(backbone: Backbone) -> float:
