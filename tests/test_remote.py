@@ -123,6 +123,38 @@ def test_endpoint_scores_rows_of_similar_length_together_without_the_others_padd
     assert sum(positions) < 0.75 * (prefixes + 4 * 24 * max(own))  # every row padded to the longest row
 
 
+@pytest.mark.parametrize("task", [SINGLE, MULTI], ids=["single-token", "multi-token"])
+def test_endpoint_runs_the_shared_lower_layers_once_with_each_candidates_scores(llama: Backbone, task: Task) -> None:
+    """BBTv2's promise (the candidates differ only from layer l up) reaches the endpoint: layer 0 runs once per row
+    and once per candidate's N prompt positions (its key/value prefix), the scores are each candidate's alone, and a
+    request whose candidates differ below l is refused."""
+    prompts, deep = candidates(llama)
+    prompts = prompts[:1].expand(P, -1, -1).contiguous()
+    layer = llama.num_layers - 1
+    deep[:layer] = deep[:layer, :1]
+    positions = []  # the MLP of layer 0 only runs when layer 0 really runs
+    hook = llama.layers[0].mlp.register_forward_pre_hook(lambda _, args: positions.append(args[0].shape[:2].numel()))
+    try:  # chunk_rows = P: one row a part, trimmed to its own length
+        got = remote(llama, task, chunk_rows=P).label_scores(
+            EXAMPLES, PromptInputs(embeds=prompts, deep=deep), shared_layers=layer
+        )
+    finally:
+        hook.remove()
+    torch.testing.assert_close(got, local_scores(llama, task, prompts, deep), atol=1e-5, rtol=1e-5)
+    assert sum(positions) == int(Scorer(llama, task).encode(EXAMPLES).encoded.attention_mask.sum()) + P * N
+
+    client = TestClient(create_app(llama), base_url=LOCAL)
+    tensors = {**batch_to_tensors(llama.encode(["the movie was good", "bad"])), "token_ids": torch.tensor([7, 9])}
+    tensors |= {"prompts": prompts[:2].contiguous(), "deep": deep[:, :2].contiguous()}
+    for shared, status in ((layer, 200), (layer + 1, 422), (True, 422)):
+        body = encode(tensors, {"shared_layers": shared})
+        assert client.post("/v1/scores", content=body, headers={"content-type": MEDIA_TYPE}).status_code == status
+    tensors["deep"] = torch.randn_like(tensors["deep"])  # the candidates now differ below `layer`
+    body = encode(tensors, {"shared_layers": layer})
+    response = client.post("/v1/scores", content=body, headers={"content-type": MEDIA_TYPE})
+    assert response.status_code == 422 and "differ below layer" in response.json()["detail"]
+
+
 def test_parts_the_endpoint_cannot_carry_are_refused_not_dropped(llama: Backbone) -> None:
     """A gate, a text update or a key/value prefix never reaches the endpoint: it would score another prompt."""
     prompts, _ = candidates(llama)

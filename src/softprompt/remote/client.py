@@ -119,7 +119,7 @@ class RemoteEvaluator:
         self,
         examples: Sequence[Example],
         candidates: PromptInputs,
-        shared_layers: int = 0,  # a hint the endpoint does not use yet: every call runs all layers
+        shared_layers: int = 0,
     ) -> torch.Tensor:
         parts = (candidates.prefix_keys, candidates.text_delta, candidates.lengths, candidates.gate)
         if any(part is not None for part in parts):
@@ -134,7 +134,9 @@ class RemoteEvaluator:
             token_ids = torch.tensor([ids[0] for ids in label_tokens])
         else:
             token_ids = torch.tensor(sorted({t for ids in label_tokens for t in ids}))
-        meta = {"output": "logits" if single else "logprobs"}
+        meta: dict[str, Any] = {"output": "logits" if single else "logprobs"}
+        if shared_layers > 0 and deep is not None:  # the endpoint checks the promise and runs lower layers once
+            meta["shared_layers"] = shared_layers
         parts = []
         for group in self._request_groups(prompts, deep, enc.tensors, len(token_ids)):
             tensors = {**enc.tensors, "token_ids": token_ids, "prompts": prompts[group].detach().float()}

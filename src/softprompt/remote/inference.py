@@ -34,10 +34,15 @@ def candidate_scores(
     deep: torch.Tensor | None = None,
     logprobs: bool = False,
     chunk_rows: int = 64,
+    shared_layers: int = 0,
 ) -> torch.Tensor:
     """(P, K, S, C) float32: for each candidate prompt, example and score position, the logits of `token_ids`
-    (or, with `logprobs`, their log-probabilities under the full vocabulary, for multi-token label words)."""
+    (or, with `logprobs`, their log-probabilities under the full vocabulary, for multi-token label words).
+
+    shared_layers = l > 0 (BBTv2): the candidates agree on everything but the deep prompts of layers >= l, so the
+    layers below l run once per part of rows, as in `LocalEvaluator.label_scores` (the caller checks the promise)."""
     candidates = wire_prompts(prompts, deep)
+    reuse = shared_layers > 0 and deep is not None and backbone.can_start_at_layer
     try:  # the prompt's positions never attend to the text: run them once per candidate, as LocalEvaluator does
         candidates = backbone.as_prefix(candidates)
     except ValueError:  # no exact prefix (a sliding window shorter than the prompt): the prompt goes in every row
@@ -51,10 +56,16 @@ def candidate_scores(
     for part in by_length.split(max(1, chunk_rows // p)):  # rows of similar length, without the others' padding
         rows = batch.select(part).trimmed()
         per_pass = max(1, chunk_rows // len(part))  # candidates per forward pass
+        shared = None
+        if reuse:  # the input of layer `shared_layers`, once, with candidate 0's (shared) lower prompts
+            first = candidates.select(torch.zeros(1, dtype=torch.long))
+            shared = backbone.layer_inputs(rows, first, layers=[shared_layers])[shared_layers]
         for start in range(0, p, per_pass):
             idx = torch.arange(start, min(start + per_pass, p))
             copies = rows.select(torch.arange(len(part)).repeat(len(idx)))  # candidate-major, as ScoringBatch.repeat
-            hidden = backbone.hidden_states(copies, candidates.select(idx.repeat_interleave(len(part))))
+            resume_at = None if shared is None else (shared_layers, shared.repeat(len(idx), 1, 1))
+            row_prompts = candidates.select(idx.repeat_interleave(len(part)))
+            hidden = backbone.hidden_states(copies, row_prompts, start=resume_at)
             if logprobs:
                 scores = torch.log_softmax(backbone.logits(hidden).float(), dim=-1)[..., token_ids]
             else:

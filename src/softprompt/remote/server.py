@@ -323,6 +323,12 @@ def create_app(
             if tuple(deep.shape) != (layers, *prompts.shape):
                 raise _bad(f"deep has shape {list(deep.shape)}, expected {[layers, *prompts.shape]} (layers, P, n, D)")
             check_prompts(deep, "deep")
+        shared = meta.get("shared_layers", 0)
+        if shared:
+            if not isinstance(shared, int) or isinstance(shared, bool) or not 0 < shared < layers or deep is None:
+                raise _bad(f"metadata shared_layers must be an integer from 1 to {layers - 1} with deep prompts")
+            if not (bool((prompts == prompts[:1]).all()) and bool((deep[:shared] == deep[:shared, :1]).all())):
+                raise _bad(f"shared_layers={shared}: the candidates' prompts differ below layer {shared}")
         rows = p * len(batch)
         _within(rows * positions(batch, prompts.shape[1]), limits.max_work_tokens, "token positions (rows x (n+text))")
         _within(rows * batch.score_index.shape[1] * len(token_ids), limits.max_output_values, "scores (rows x S x C)")
@@ -335,6 +341,7 @@ def create_app(
             deep,
             logprobs=output == "logprobs",
             chunk_rows=limits.chunk_rows,
+            shared_layers=shared,
         )
         body = encode({"scores": result}, {"fingerprint": backbone.fingerprint, "output": output})
         return Response(body, media_type=MEDIA_TYPE)
