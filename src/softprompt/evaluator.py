@@ -10,7 +10,8 @@ forward passes of at most `chunk_size` rows: the K examples are sorted by token 
 ⌊chunk_size / P⌋ examples (at least one), and each part is encoded once, padded only to its own longest text, and
 repeated once per candidate (each row gets its candidate's prompt). On few-shot sets the texts' lengths vary
 several-fold: one batch padded to its longest text is ~60% padding on 16-shot SST-2 and RTE (bench/eval_buckets.py).
-Only the verbalizer logits are computed.
+Only the verbalizer logits are computed. The plan of passes is `softprompt.models.population`, which the remote
+endpoint follows too.
 
 On a decoder-only model an input-layer prompt (deep prompts included) is first turned into its key/value prefix
 (`Backbone.prompt_prefix`, the prompt's exact effect: its positions never attend to the text), once per candidate,
@@ -26,7 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
-from softprompt.models import statistics
+from softprompt.models import population, statistics
 from softprompt.models.backbone import Backbone
 from softprompt.models.inputs import PromptInputs
 from softprompt.prompts.base import ModelAccess
@@ -118,38 +119,17 @@ class LocalEvaluator(BackboneAccess):
     def label_scores(self, examples: Sequence[Example], prompts: PromptInputs, shared_layers: int = 0) -> torch.Tensor:
         if self.task.kind != "classification":
             raise ValueError(f"label scores need a classification task; {self.task.name!r} is {self.task.kind}")
-        prompts = prompts.to(self.backbone.device)  # move once; the per-row copies below are made on the device
-        num = prompts.num_rows
-        # the rows' lower layers are computed once per part (from candidate 0's prompt, the same below the layer)
-        reuse = shared_layers > 0 and prompts.deep is not None and self.backbone.can_start_at_layer
-        prompts = self._as_prefix(prompts)
-        scores = torch.empty(num, len(examples), self.scorer.num_labels)
-        for part, index in self._encode(examples, max(1, self.chunk_size // num)):
-            rows = len(part.encoded)  # rows of one copy of this part
-            per_pass = max(1, self.chunk_size // rows)  # candidates per forward pass
-            shared = None
-            if reuse:  # the input of layer `shared_layers`, once, with candidate 0's (shared) lower prompts
-                first = prompts.select(torch.zeros(1, dtype=torch.long))
-                shared = self.backbone.layer_inputs(part.encoded, first, layers=[shared_layers])[shared_layers]
-            for start in range(0, num, per_pass):
-                idx = torch.arange(start, min(start + per_pass, num))
-                batch = part.repeat(len(idx))  # candidate-major: rows [c·rows, (c+1)·rows) belong to candidate c
-                row_prompts = prompts.select(idx.repeat_interleave(rows))
-                resume_at = None if shared is None else (shared_layers, shared.repeat(len(idx), 1, 1))
-                out = self.scorer.label_scores(batch, row_prompts, start=resume_at)
-                self.forward_passes += 1
-                scores[start : start + len(idx), index] = out.view(len(idx), part.num_examples, -1).cpu().float()
+        prompts = prompts.to(self.backbone.device)  # move once; the per-row copies are made on the device
+        parts = self._encode(examples, self.chunk_size // prompts.num_rows)
+        scores = torch.empty(prompts.num_rows, len(examples), self.scorer.num_labels)
+        encoded = [part.encoded for part, _ in parts]
+        for step in population.passes(self.backbone, encoded, prompts, self.chunk_size, shared_layers, self.prefix):
+            part, index = parts[step.part]
+            c = len(step.candidates)
+            out = self.scorer.label_scores(part.repeat(c), step.prompts, start=step.start)
+            self.forward_passes += 1
+            scores[step.candidates[:, None], index] = out.view(c, part.num_examples, -1).cpu().float()
         return scores
-
-    def _as_prefix(self, prompts: PromptInputs) -> PromptInputs:
-        """`Backbone.as_prefix` unless turned off, or where the model cannot keep the prefix (a sliding window
-        shorter than the prompt, a row of length 0): then the prompts as they are."""
-        if not self.prefix:
-            return prompts
-        try:
-            return self.backbone.as_prefix(prompts)
-        except ValueError:
-            return prompts
 
     def generate(self, examples: Sequence[Example], prompt: PromptInputs, **options: Any) -> list[str]:
         return self.backbone.generate([self.task.render(ex) for ex in examples], prompt, **options)
@@ -164,9 +144,8 @@ class LocalEvaluator(BackboneAccess):
             self._encoded.move_to_end(key)
             return self._encoded[key]
         batch = self.scorer.encode(examples)
-        step = max(1, min(per_part, self.chunk_size // batch.rows_per_example))
-        by_length = torch.argsort(batch.lengths(), stable=True)
-        parts = [(batch.select(index), index) for index in by_length.split(step)]
+        step = min(per_part, self.chunk_size // batch.rows_per_example)
+        parts = [(batch.select(index), index) for index in population.by_length(batch.lengths(), step)]
         self._encoded[key] = parts
         if len(self._encoded) > self._cache_size:
             self._encoded.popitem(last=False)
