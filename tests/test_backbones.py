@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from mixed import assert_each_row_as_alone
 
-from softprompt.models.backbone import Backbone, EncodedBatch
+from softprompt.models.backbone import Backbone, EncodedBatch, cache_keyword
 from softprompt.models.inputs import PromptInputs
 from softprompt.models.loading import backbone_class
 from softprompt.models.masked import MaskedLMBackbone
@@ -65,6 +67,22 @@ def test_restricted_logits_match_full_forward(backbone: Backbone, multi: bool) -
     real = batch.score_mask
     torch.testing.assert_close(full[real], expected[real], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(restricted[real], expected[real][:, ids], atol=1e-5, rtol=1e-5)
+
+
+def test_label_logits_are_float32_products_under_bfloat16() -> None:
+    """The K label rows are multiplied in float32: a bfloat16 product would round each logit to 8 bits."""
+    bb = tiny_backbone("llama")
+    bb.model.to(torch.bfloat16)
+    hidden = (torch.randn(4, bb.hidden_size, generator=torch.Generator().manual_seed(0)) * 40).to(torch.bfloat16)
+    ids = torch.tensor([5, 17, 9, 30])
+    weight = bb.model.get_output_embeddings().weight[ids]
+    with torch.no_grad():
+        got = bb.logits(hidden, ids)
+        expected = hidden.float() @ weight.float().T
+        rounded = (hidden @ weight.T).float()  # what a bfloat16 product returns
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    assert not torch.allclose(rounded, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_t5_without_output_rescaling_is_still_exact() -> None:
@@ -318,3 +336,24 @@ def test_sampling_is_seeded_and_stop_strings_cut() -> None:
         word = full.split()[1]
         cut = bb.generate(["the movie"], max_new_tokens=6, stop=[word])[0]
         assert word not in cut and full.startswith(cut)
+
+
+class _OldModel:  # transformers 5.17 (what the GPU machines have) names the cache `past_key_values`
+    def forward(self, inputs_embeds=None, past_key_values=None, use_cache=None, **kwargs): ...
+
+
+class _NewModel:  # later versions name it `cache` (and keep `past_key_values` as a deprecated alias for a while)
+    def forward(self, inputs_embeds=None, cache=None, use_cache=None, **kwargs): ...
+
+
+def test_cache_keyword_follows_the_forward_signature():
+    """A cache passed under the other name vanishes into **kwargs: the prefix would be ignored, not refused."""
+    assert cache_keyword(_OldModel().forward) == "past_key_values"
+    assert cache_keyword(_NewModel().forward) == "cache"
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "t5"])
+def test_the_cache_keyword_is_a_named_parameter_of_the_installed_transformers(arch):
+    bb = tiny_backbone(arch)
+    forward = bb.model.get_decoder().forward if arch == "t5" else bb.model.base_model.forward
+    assert cache_keyword(forward) in inspect.signature(forward).parameters

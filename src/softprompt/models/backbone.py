@@ -172,6 +172,23 @@ def _mask_position(block: Callable[..., Any]) -> int | None:
     return _MASK_POSITIONS[block]
 
 
+CACHE_KEYWORDS = ("cache", "past_key_values")  # transformers renamed past_key_values to cache (5.2x; 5.17 has the old)
+
+
+def cache_keyword(forward: Callable[..., Any]) -> str:
+    """The keyword under which a model's (or module's) forward takes its key/value cache, from its signature.
+
+    Passing the other name is no error: the forward's **kwargs swallow it and the cache is silently ignored (a prefix
+    left out, an empty cache read back), so the name is looked up rather than assumed."""
+    return _cache_keyword(getattr(forward, "__func__", forward))
+
+
+@functools.cache
+def _cache_keyword(function: Callable[..., Any]) -> str:
+    parameters = inspect.signature(function).parameters
+    return next((name for name in CACHE_KEYWORDS if name in parameters), CACHE_KEYWORDS[0])
+
+
 def _biased_mask(mask: torch.Tensor | None, bias: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
     """`mask` + `bias` on every query row. A sliding-window layer's cache keeps only the newest keys, so its mask
     covers the last columns of `bias` only."""
@@ -220,7 +237,7 @@ def _attention_call(index: int, original: Callable[..., Any], *args: Any, **kwar
         return original(*args, **kwargs)
     keys, values, used = plan.prefix
     hidden = args[0] if args else kwargs["hidden_states"]
-    kwargs["cache"] = _PrefixCache(keys[index].to(hidden.dtype), values[index].to(hidden.dtype))
+    kwargs[cache_keyword(original)] = _PrefixCache(keys[index].to(hidden.dtype), values[index].to(hidden.dtype))
     config = getattr(getattr(original, "__self__", None), "config", None)
     eager = getattr(config, "_attn_implementation", None) == "eager"
     name = next((n for n in MASK_NAMES if n in kwargs), None)
@@ -555,12 +572,20 @@ class Backbone:
         return gather_positions(hidden, index + torch.where(index >= self.prompt_offset, x.shift[:, None], 0))
 
     def logits(self, hidden: torch.Tensor, token_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """LM-head logits for `token_ids` only (all of the vocabulary if None): a K-row matmul instead of V rows."""
+        """LM-head logits for `token_ids` only (all of the vocabulary if None): a K-row matmul instead of V rows.
+
+        The K-row product runs in float32 whatever the model's dtype: label scores are what CMA-ES ranks and what
+        accuracy reads, and a bfloat16 logit near 15 moves in steps of 0.06, coarser than late candidates differ."""
         head = self.model.get_output_embeddings()
-        weight = head.weight if token_ids is None else head.weight[token_ids.to(self.device)]
+        if token_ids is None:
+            weight, bias = head.weight, getattr(head, "bias", None)
+        else:
+            ids = token_ids.to(self.device)
+            hidden, weight = hidden.float(), head.weight[ids].float()
+            bias = None if getattr(head, "bias", None) is None else head.bias[ids].float()
         out = hidden @ weight.T
-        if getattr(head, "bias", None) is not None:
-            out = out + (head.bias if token_ids is None else head.bias[token_ids.to(self.device)])
+        if bias is not None:
+            out = out + bias
         cap = getattr(self.config, "final_logit_softcapping", None)
         if cap:
             out = torch.tanh(out / cap) * cap

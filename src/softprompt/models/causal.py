@@ -21,6 +21,7 @@ from softprompt.models.backbone import (
     Inserted,
     OnStep,
     _LayerPlan,
+    cache_keyword,
     pad_2d,
 )
 from softprompt.models.inputs import PromptInputs
@@ -76,8 +77,8 @@ class CausalLMBackbone(Backbone):
             inputs_embeds=x.embeds,
             attention_mask=x.mask,
             position_ids=x.positions,
-            cache=x.cache,
             use_cache=x.cache is not None,
+            **{cache_keyword(self.model.base_model.forward): x.cache},
         )
         return out.last_hidden_state
 
@@ -143,10 +144,11 @@ class CausalLMBackbone(Backbone):
         plan = None if at is None and bias is None else _LayerPlan(deep=x.deep, deep_positions=at, key_bias=bias)
         cache = x.cache if x.cache is not None else DynamicCache(config=self.config)
         attention = torch.cat([prefix, seq_mask], dim=1)
+        cache_name = cache_keyword(self.model.base_model.forward)
 
         def forward(inputs: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
             out = self.model.base_model(
-                inputs_embeds=inputs, attention_mask=attention, position_ids=pos, cache=cache, use_cache=True
+                inputs_embeds=inputs, attention_mask=attention, position_ids=pos, use_cache=True, **{cache_name: cache}
             )
             return out.last_hidden_state[:, -1]
 

@@ -23,6 +23,7 @@ from softprompt.models.backbone import (
     GenerationOptions,
     Inserted,
     OnStep,
+    cache_keyword,
     gather_positions,
     pad_2d,
 )
@@ -124,16 +125,18 @@ class Seq2SeqBackbone(Backbone):
         encoded = self._with_plan(plan, lambda: encoder(inputs_embeds=x.embeds, attention_mask=x.mask))
         cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         rows = len(texts)
+        decoder = self.model.get_decoder()
+        cache_name = cache_keyword(decoder.forward)
         token = torch.full((rows,), self.decoder_start_token_id, dtype=torch.long, device=self.device)
         choose = options.sampler()
         decoded = Decoded(self.tokenizer, rows, options.stop, on_step)
         for _ in range(options.max_new_tokens):
-            hidden = self.model.get_decoder()(
+            hidden = decoder(
                 input_ids=token[:, None],
                 encoder_hidden_states=encoded.last_hidden_state,
                 encoder_attention_mask=x.mask,
-                cache=cache,
                 use_cache=True,
+                **{cache_name: cache},
             ).last_hidden_state[:, -1]
             token = choose(self.logits(hidden).float())
             if decoded.add(token):
