@@ -51,7 +51,14 @@ fi
 case "$MODE" in
   check)
     python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/check.log"
-    exit "${PIPESTATUS[0]}" ;;
+    tests=${PIPESTATUS[0]}
+    # `--device auto` under accelerate: the run must say it took the GPU.
+    accelerate launch --num_processes 1 -m softprompt train --task sst2 --data-dir ../shared/data \
+      --model tiny-llama --method ulpt --rank 2 --prompt-len 4 --shots 4 --steps 4 --batch-size 4 --eval-every 2 \
+      --max-test-examples 16 --quiet --out "$(mktemp -d)/run" 2>&1 | tee -a "$OUT/check.log" | grep -q "device: cuda"
+    launched=$?
+    echo "tests exit status $tests; accelerate run on the GPU: $([ $launched = 0 ] && echo yes || echo NO)"
+    [ "$tests" = 0 ] && [ "$launched" = 0 ] ;;
   run)
     if [ "${FORCE:-0}" != 1 ] && ! python3 -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
       echo "no CUDA device here: the table is sized for a GPU (FORCE=1 runs it anyway)"; exit 2
