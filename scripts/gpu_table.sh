@@ -63,6 +63,9 @@ case "$MODE" in
     if [ "${FORCE:-0}" != 1 ] && ! python3 -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
       echo "no CUDA device here: the table is sized for a GPU (FORCE=1 runs it anyway)"; exit 2
     fi
+    # Build the model's cache once, before the parallel runs each would.
+    python3 -c 'from softprompt.models.loading import materialise_embedded as m; print(m("smollm2-135m-instruct"))' \
+      || exit 1
     timeout "$LIMIT" python3 -m softprompt sweep "$GRID" --out "$SWEEP" --jobs "$JOBS" --threads "$THREADS" \
       2>&1 | tee -a "$OUT/sweep.log"
     status=${PIPESTATUS[0]}

@@ -132,6 +132,27 @@ def test_interrupted_first_load_leaves_no_cache(monkeypatch, tmp_path):
     assert list((tmp_path / "cache" / "models").iterdir()) == []
 
 
+def test_a_first_load_that_loses_the_race_uses_the_winners_cache(monkeypatch, tmp_path):
+    """Parallel runs on a fresh machine all build the cache; the first rename wins and the others use its copy."""
+    from softprompt.models import loading
+
+    fake_embedded(monkeypatch, tmp_path, "fake_racing_pkg", assembled=False)
+    target = tmp_path / "cache" / "models" / "fake"
+
+    def build_while_another_process_finishes(entry, workdir):
+        out = workdir / "model"
+        out.mkdir()
+        (out / "model.safetensors").write_bytes(b"mine")
+        target.mkdir(parents=True)  # the other process renamed its folder in meanwhile
+        (target / "model.safetensors").write_bytes(b"theirs")
+        return out
+
+    monkeypatch.setattr(loading, "_dequantise", build_while_another_process_finishes)
+    assert loading.materialise_embedded("fake") == target
+    assert (target / "model.safetensors").read_bytes() == b"theirs"
+    assert [p.name for p in target.parent.iterdir()] == ["fake"]  # this process's folder is gone
+
+
 @pytest.mark.parametrize(
     ("requested", "gpus", "local_rank", "expected"),
     [

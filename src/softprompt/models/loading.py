@@ -88,26 +88,37 @@ def materialise_embedded(name: str) -> Path:
     target = cache_dir() / "models" / name
     if (target / "model.safetensors").exists():
         return target
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
     target.parent.mkdir(parents=True, exist_ok=True)
     # Write beside the target and rename, so an interrupted first load never leaves a half cache.
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
     try:
-        gguf = _gguf_path(entry, tmp)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-        # A model loaded from GGUF refuses save_pretrained; copy its dequantised weights into a plain model.
-        settings = {k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"}
-        plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**settings), dtype=torch.float32)
-        plain.load_state_dict(quantized.state_dict())
-        out = tmp / "model"
-        plain.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        os.replace(out, target)
+        built = _dequantise(entry, tmp)
+        try:
+            os.replace(built, target)
+        except OSError:
+            # Another process built it first (a sweep's parallel runs on a fresh machine): the same model, use it.
+            if not (target / "model.safetensors").exists():
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _dequantise(entry: EmbeddedModel, workdir: Path) -> Path:
+    """The GGUF's weights as a plain float32 model folder (config, tokenizer, safetensors) inside `workdir`."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_path(entry, workdir)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # A model loaded from GGUF refuses save_pretrained; copy its dequantised weights into a plain model.
+    settings = {k: v for k, v in quantized.config.to_dict().items() if k != "quantization_config"}
+    plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**settings), dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict())
+    out = workdir / "model"
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
 
 
 def backbone_class(config: object) -> type[Backbone]:
