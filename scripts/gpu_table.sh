@@ -12,7 +12,7 @@
 # GRID, SWEEP (its folder), LIMIT (seconds, 480), JOBS (runs at a time, 8), THREADS (torch threads per run, 2),
 # PARTS (how many parts to wait for, 3), OUT (where results go: the device tool's $OUT).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 MODE=${1:?usage: gpu_table.sh check|run}
 GRID=${GRID:-experiments/fewshot_table.yaml}
 SWEEP=${SWEEP:-runs/fewshot_table}
