@@ -69,7 +69,7 @@ def load_model(name: str, dtype: str = "auto") -> Any:
     """The benchmark's frozen `Backbone`: 'tiny' is a tiny random Llama (a seconds-long check of the script),
     anything else goes to `softprompt.models.load_backbone`."""
     if name == "tiny":
-        from softprompt.testing import tiny_backbone
+        from softprompt.models.tiny import tiny_backbone
 
         return tiny_backbone()
     from softprompt.models import load_backbone

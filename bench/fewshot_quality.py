@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_model(name: str, dtype: str = "auto") -> Backbone:
     if name == "tiny":
-        from softprompt.testing import tiny_backbone
+        from softprompt.models.tiny import tiny_backbone
 
         return tiny_backbone()
     return load_backbone(name, dtype=dtype)

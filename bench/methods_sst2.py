@@ -217,8 +217,8 @@ def main() -> None:
         rerender(Path(args.rerender), args.template)
         return
     torch.set_num_threads(args.threads)
-    if args.model.startswith("tiny-"):  # softprompt.testing's tiny random models: a seconds-long smoke run
-        from softprompt.testing import tiny_backbone
+    if args.model.startswith("tiny-"):  # softprompt.models.tiny's tiny random models: a seconds-long smoke run
+        from softprompt.models.tiny import tiny_backbone
 
         backbone = tiny_backbone(args.model.removeprefix("tiny-"))
     else:

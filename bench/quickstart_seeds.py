@@ -45,7 +45,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def tiny_model_dir() -> str:
-    from softprompt.testing import tiny_causal_lm, tiny_tokenizer
+    from softprompt.models.tiny import tiny_causal_lm, tiny_tokenizer
 
     folder = tempfile.mkdtemp(prefix="tiny-llama-")
     tok = tiny_tokenizer()

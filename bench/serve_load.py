@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--name", default="serve_load")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from softprompt.testing import tiny_causal_lm, tiny_tokenizer
+    from softprompt.models.tiny import tiny_causal_lm, tiny_tokenizer
 
     work = Path(tempfile.mkdtemp(prefix="serve_load_"))
     tokenizer = tiny_tokenizer()

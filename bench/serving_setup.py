@@ -20,7 +20,7 @@ SST2_DEV = Path(__file__).resolve().parents[1] / "data" / "glue" / "SST-2" / "de
 def serving_backbone(model: str) -> Backbone:
     """The benchmarks' model: a loadable name, or 'tiny' for a tiny random Llama (a quick check)."""
     if model == "tiny":
-        from softprompt.testing import tiny_backbone
+        from softprompt.models.tiny import tiny_backbone
 
         return tiny_backbone("llama", max_length=256)
     return load_backbone(model)

@@ -24,7 +24,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny random Llama saved as a model folder (what `--model PATH` loads)."""
-    from softprompt.testing import tiny_backbone
+    from softprompt.models.tiny import tiny_backbone
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     backbone = tiny_backbone()

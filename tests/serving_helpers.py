@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 
 from softprompt.artifact import PromptArtifact
+from softprompt.models.tiny import tiny_backbone
 from softprompt.scoring import Scorer
 from softprompt.serving.registry import PromptCache, Registry, open_registry
 from softprompt.tasks.base import Example, Task
-from softprompt.testing import tiny_backbone
 
 FIXTURES = Path(__file__).parent / "fixtures" / "format_v1"
 SRC = Path(__file__).resolve().parents[1] / "src"

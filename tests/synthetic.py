@@ -1,4 +1,4 @@
-"""A tiny synthetic sentiment task the tiny models can learn quickly (words from softprompt.testing.WORDS)."""
+"""A tiny synthetic sentiment task the tiny models can learn quickly (words from softprompt.models.tiny.WORDS)."""
 
 import random
 
@@ -31,6 +31,6 @@ def synthetic_examples(n: int, seed: int) -> list[Example]:
 
 def learnable_backbone(seed: int = 0):
     """A tiny random Llama whose larger init scale lets a 4-vector prompt steer it (0.02 init barely can)."""
-    from softprompt.testing import tiny_backbone
+    from softprompt.models.tiny import tiny_backbone
 
     return tiny_backbone("llama", seed=seed, init_scale=0.5)

@@ -12,8 +12,8 @@ import pytest
 import torch
 from test_sweep import write_task
 
+from softprompt.__main__ import main
 from softprompt.artifact import PromptArtifact
-from softprompt.cli import main
 from softprompt.experiments.grid import parse_grid
 from softprompt.experiments.worker import execute
 

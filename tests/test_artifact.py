@@ -8,7 +8,7 @@ from synthetic import synthetic_task
 
 from softprompt.api import make_prompt_config, new_prompt
 from softprompt.artifact import ArtifactError, PromptArtifact, read_metadata
-from softprompt.testing import tiny_backbone
+from softprompt.models.tiny import tiny_backbone
 
 
 def save(tmp_path, backbone, method="ulpt", **options):
@@ -56,7 +56,7 @@ def test_other_hidden_size_or_other_weights_are_rejected(tmp_path):
     assert PromptArtifact.from_pretrained(folder, other_weights, strict_model=False).prompt.hidden_size == 32
 
     from softprompt.models.causal import CausalLMBackbone
-    from softprompt.testing import tiny_causal_lm, tiny_tokenizer
+    from softprompt.models.tiny import tiny_causal_lm, tiny_tokenizer
 
     wide = CausalLMBackbone(tiny_causal_lm(vocab_size=len(tiny_tokenizer()), hidden=64), tiny_tokenizer(), "wide")
     with pytest.raises(ArtifactError, match="hidden size 32"):

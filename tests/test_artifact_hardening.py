@@ -15,7 +15,7 @@ from synthetic import synthetic_task
 
 from softprompt.api import make_prompt_config, new_prompt
 from softprompt.artifact import ArtifactError, PromptArtifact, metadata_digest, read_metadata
-from softprompt.testing import tiny_backbone
+from softprompt.models.tiny import tiny_backbone
 
 FILES = ("prompt.json", "prompt.safetensors")
 

@@ -13,7 +13,7 @@ from softprompt.models.inputs import PromptInputs
 from softprompt.models.loading import backbone_class
 from softprompt.models.masked import MaskedLMBackbone
 from softprompt.models.seq2seq import Seq2SeqBackbone
-from softprompt.testing import tiny_backbone
+from softprompt.models.tiny import tiny_backbone
 
 ARCHS = ["llama", "gemma3", "t5", "roberta"]
 # Rows of different lengths, so that padding bugs show up as row-dependent results.
@@ -98,7 +98,7 @@ def test_t5_without_output_rescaling_is_still_exact() -> None:
 def test_bart_final_logits_bias_is_included() -> None:
     from transformers import AutoModelForSeq2SeqLM, BartConfig
 
-    from softprompt.testing import tiny_tokenizer
+    from softprompt.models.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
     sizes = dict(encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4)

@@ -294,7 +294,7 @@ def test_kill_minus_nine_then_resume_ends_with_the_same_prompt(tmp_path):
 # --- command line --------------------------------------------------------------------------------------------------
 def test_cli_blackbox_then_eval_on_the_saved_prompt(tmp_path, data_dir, capsys):
     from softprompt.cli import main
-    from softprompt.testing import tiny_backbone
+    from softprompt.models.tiny import tiny_backbone
 
     tiny = tiny_backbone("llama")
     tiny.model.save_pretrained(tmp_path / "model")
@@ -313,8 +313,8 @@ def test_cli_blackbox_then_eval_on_the_saved_prompt(tmp_path, data_dir, capsys):
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_shared_lower_layers_are_computed_once_with_identical_scores(arch):
+    from softprompt.models.tiny import tiny_backbone
     from softprompt.scoring import Scorer
-    from softprompt.testing import tiny_backbone
 
     backbone = tiny_backbone(arch)
     task = Task("t", "review : {text} . sentiment :", labels=("neg", "pos"), verbalizer=(" bad", " good"))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from softprompt.cli import main
-from softprompt.testing import tiny_backbone
+from softprompt.models.tiny import tiny_backbone
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, list[dict], str]:

@@ -16,13 +16,13 @@ from softprompt.blackbox.search import SearchConfig
 from softprompt.cli import main
 from softprompt.evaluation import evaluate
 from softprompt.models.inputs import PromptInputs
+from softprompt.models.tiny import tiny_backbone, tiny_causal_lm, tiny_tokenizer
 from softprompt.prompts import build_prompt
 from softprompt.prompts.bbt import BBTConfig, BBTv2Config
 from softprompt.prompts.prompt_tuning import PromptTuningConfig
 from softprompt.prompts.ulpt import ULPTConfig
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example, Task
-from softprompt.testing import tiny_backbone, tiny_causal_lm, tiny_tokenizer
 from softprompt.training.trainer import TrainConfig
 
 TASK = Task("t", "{text}\nLabel:", labels=("no", "yes"), verbalizer=(" no", " yes"))

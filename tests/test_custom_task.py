@@ -14,6 +14,7 @@ from softprompt.cli import main
 from softprompt.cli.common import count_truncated
 from softprompt.evaluation import evaluate
 from softprompt.models.inputs import PromptInputs
+from softprompt.models.tiny import tiny_backbone
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import DataError, Example, Task
 from softprompt.tasks.custom import (
@@ -24,7 +25,6 @@ from softprompt.tasks.custom import (
     parse_verbalizer,
     read_examples,
 )
-from softprompt.testing import tiny_backbone
 
 GOOD, BAD = ["good", "great", "fine", "fun"], ["bad", "awful", "boring", "not"]
 ROWS = [

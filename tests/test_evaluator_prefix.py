@@ -5,8 +5,8 @@ import torch
 
 from softprompt.evaluator import LocalEvaluator
 from softprompt.models.inputs import PromptInputs
+from softprompt.models.tiny import tiny_backbone
 from softprompt.scoring import Scorer
-from softprompt.testing import tiny_backbone
 from tests.synthetic import synthetic_examples, synthetic_task
 
 

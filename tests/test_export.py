@@ -13,10 +13,10 @@ from safetensors.torch import load_file, save_file
 from synthetic import synthetic_examples, synthetic_task
 
 from softprompt.artifact import PromptArtifact
+from softprompt.models.tiny import tiny_backbone
 from softprompt.prompts import REGISTRY, build_prompt
 from softprompt.scoring import Scorer
 from softprompt.serving.export import ExportError, export_embeds, export_peft, import_peft
-from softprompt.testing import tiny_backbone
 
 peft = pytest.importorskip("peft")
 

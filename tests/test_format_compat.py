@@ -9,9 +9,9 @@ from synthetic import synthetic_task
 
 from softprompt.artifact import PromptArtifact
 from softprompt.evaluation import label_probabilities
+from softprompt.models.tiny import tiny_backbone
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example
-from softprompt.testing import tiny_backbone
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

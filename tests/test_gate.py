@@ -12,7 +12,7 @@ from mixed import assert_each_row_as_alone
 
 from softprompt.models.backbone import Backbone
 from softprompt.models.inputs import PromptInputs
-from softprompt.testing import tiny_backbone
+from softprompt.models.tiny import tiny_backbone
 
 CAUSAL = ["llama", "gemma3"]  # tiny Gemma has a 16-position sliding window on some layers
 TEXTS = ["the movie was very good and fun . it is not boring at all , a film", "bad", "a film : it is not boring"]

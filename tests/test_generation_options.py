@@ -5,7 +5,7 @@ import torch
 
 from softprompt.models import GenerationOptions
 from softprompt.models.inputs import PromptInputs
-from softprompt.testing import tiny_backbone
+from softprompt.models.tiny import tiny_backbone
 
 
 @pytest.mark.parametrize("arch", ["llama", "t5"])

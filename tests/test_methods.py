@@ -17,9 +17,9 @@ from softprompt.cli.params import rows as param_rows
 from softprompt.evaluator import BackboneAccess, LocalEvaluator
 from softprompt.models.inputs import PromptInputs
 from softprompt.models.shapes import known_configs, load_shape
+from softprompt.models.tiny import tiny_backbone
 from softprompt.prompts import REGISTRY, DePTConfig, DPTConfig, ResidualConfig, ULPTConfig, build_prompt
 from softprompt.scoring import Scorer
-from softprompt.testing import tiny_backbone
 from softprompt.training.trainer import TrainConfig, train_prompt
 
 T5_BASE = load_shape("t5-base")  # D = 768, the paper's max length 256

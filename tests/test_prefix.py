@@ -19,6 +19,7 @@ from softprompt.artifact import PromptArtifact
 from softprompt.models.backbone import Backbone
 from softprompt.models.dims import ModelDims
 from softprompt.models.inputs import PromptInputs
+from softprompt.models.tiny import tiny_backbone
 from softprompt.prompts import (
     BBTv2Config,
     PrefixConfig,
@@ -27,7 +28,6 @@ from softprompt.prompts import (
     ULPTConfig,
 )
 from softprompt.scoring import Scorer
-from softprompt.testing import tiny_backbone
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import synthetic_examples, synthetic_task
@@ -367,7 +367,7 @@ def test_bart_encoder_takes_a_prefix_and_mixed_rows_score_as_alone() -> None:
     from transformers import AutoModelForSeq2SeqLM, BartConfig
 
     from softprompt.models.seq2seq import Seq2SeqBackbone
-    from softprompt.testing import tiny_tokenizer
+    from softprompt.models.tiny import tiny_tokenizer
 
     tok = tiny_tokenizer()
     sizes = dict(encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4)

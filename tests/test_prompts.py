@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from softprompt.evaluator import BackboneAccess
+from softprompt.models.tiny import tiny_backbone
 from softprompt.prompts import ULPT, PromptTuning, PromptTuningConfig, ULPTConfig, build_prompt, config_from_dict
-from softprompt.testing import tiny_backbone
 
 
 @pytest.mark.parametrize(

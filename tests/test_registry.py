@@ -269,7 +269,7 @@ def test_concurrent_puts_from_threads_and_replicas_get_distinct_versions(registr
 
 
 def test_cache_is_lru_and_checks_the_model(registry: Registry) -> None:
-    from softprompt.testing import tiny_backbone
+    from softprompt.models.tiny import tiny_backbone
 
     backbone = tiny_backbone("llama")
     good = make_artifact(1, model=backbone.describe())

@@ -22,12 +22,12 @@ from serving_helpers import raw_exchange
 from softprompt.models.backbone import Backbone, EncodedBatch
 from softprompt.models.inputs import PromptInputs
 from softprompt.models.statistics import clipped_std
+from softprompt.models.tiny import tiny_backbone
 from softprompt.remote.client import EndpointError, EndpointUnavailable, RemoteEvaluator
 from softprompt.remote.server import Limits, create_app
 from softprompt.remote.wire import BATCH_FIELDS, EXTRA_PREFIX, MEDIA_TYPE, encode
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example, Task
-from softprompt.testing import tiny_backbone
 
 EXAMPLES = [
     Example("the movie was very good and fun", label=1),

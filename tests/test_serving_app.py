@@ -22,10 +22,10 @@ from serving_helpers import (
 )
 
 from softprompt.artifact import PromptArtifact
+from softprompt.models.tiny import tiny_backbone
 from softprompt.serving.app import ServerLimits, create_app, render_chat
 from softprompt.serving.engine import Engine, EngineConfig
 from softprompt.serving.registry import open_registry
-from softprompt.testing import tiny_backbone
 
 ADMIN = "admin-secret"
 

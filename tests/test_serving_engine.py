@@ -6,8 +6,8 @@ import torch
 from serving_helpers import TEXTS, alone_probabilities, artifacts, as_vector, backbone, make_cache, make_registry
 
 from softprompt.artifact import ArtifactError
+from softprompt.models.tiny import tiny_backbone
 from softprompt.serving.engine import Engine, EngineConfig, GenerationOptions, PreparedPrompts, QueueFull
-from softprompt.testing import tiny_backbone
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ TEXTS = ["the movie was good", "bad and boring", "it is not fun"]
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random Llama (init 0.5, so each prompt visibly moves the answer) saved as a model folder."""
-    from softprompt.testing import tiny_backbone
+    from softprompt.models.tiny import tiny_backbone
 
     folder = tmp_path_factory.mktemp("tiny-llama-steerable")
     backbone = tiny_backbone("llama", init_scale=0.5)

@@ -10,7 +10,7 @@ import torch
 from softprompt.models import GenerationOptions
 from softprompt.models.backbone import TextStream, cut_at_stop
 from softprompt.models.inputs import PromptInputs
-from softprompt.testing import tiny_backbone
+from softprompt.models.tiny import tiny_backbone
 
 
 @pytest.mark.parametrize("arch", ["llama", "t5"])

@@ -243,10 +243,10 @@ def test_zero_shot_row_is_the_bare_template_on_the_same_test_subset_as_trained_r
 
     from softprompt.evaluation import evaluate
     from softprompt.experiments.sweep import run_sweep
+    from softprompt.models.tiny import tiny_backbone_named
     from softprompt.scoring import Scorer
     from softprompt.tasks.custom.build import build_custom_task
     from softprompt.tasks.custom.spec import load_spec_file
-    from softprompt.testing import tiny_backbone_named
 
     task_file, seed, n = write_task(tmp_path), 1, 8
     grid = parse_grid(

@@ -1,4 +1,9 @@
-"""`softprompt` command line: one module per subcommand, each with `add_parser(subparsers)` and `run(args)`."""
+"""`softprompt` command line: one module per subcommand, each with `add_parser(subparsers)` and `run(args)`.
+
+These are the commands on one model and one prompt (train, evaluate, search, serve, store). The experiment commands
+(sweep, plot, analyze) drive these and sit one layer above, in softprompt.experiments.commands; the `softprompt`
+program (softprompt/__main__.py) offers both.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import argparse
 import importlib
 import json
 import sys
+from collections.abc import Mapping
 
 # subcommand -> module (relative to this package). Modules are imported lazily so `--help` stays fast.
 COMMANDS = {
@@ -18,23 +24,22 @@ COMMANDS = {
     "params": "params",
     "registry": "registry",
     "export": "export",
-    "sweep": "sweep",
-    "plot": "plot",
-    "analyze": "analyze",
     "serve": "serve",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The parser of this package's commands and of `extra` (subcommand -> absolute module name)."""
     parser = argparse.ArgumentParser(prog="softprompt", description="Tune, store and serve tiny soft prompts.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
-        importlib.import_module(f"softprompt.cli.{module}").add_parser(sub, name)
+    modules = {name: f"softprompt.cli.{module}" for name, module in COMMANDS.items()} | dict(extra or {})
+    for name, module in modules.items():
+        importlib.import_module(module).add_parser(sub, name)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, extra: Mapping[str, str] | None = None) -> int:
+    args = build_parser(extra).parse_args(argv)
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:

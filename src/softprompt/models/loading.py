@@ -152,8 +152,8 @@ def load_backbone(
 
     device = resolve_device(device)
     key = name_or_path.lower()
-    if key.startswith("tiny-"):  # softprompt.testing's tiny random models, e.g. for sweeps in tests
-        from softprompt.testing import tiny_backbone_named
+    if key.startswith("tiny-"):  # softprompt.models.tiny's tiny random models, e.g. for sweeps in tests
+        from softprompt.models.tiny import tiny_backbone_named
 
         return tiny_backbone_named(key, max_length=max_length, dtype=resolve_dtype(dtype, device), device=device)
     source = str(materialise_embedded(key)) if key in EMBEDDED else name_or_path
