@@ -118,3 +118,49 @@ def test_rank_length_and_bars_report_parameters_and_metrics(sweep):
 def test_analyze_refuses_a_folder_without_runs(tmp_path, capsys):
     assert main(["analyze", "shift-scale", str(tmp_path)]) == 2
     assert "neither a run folder nor a sweep folder" in capsys.readouterr().err
+
+
+def test_main_table_picks_each_tasks_learning_rate_by_validation_and_compares_with_that_pt(tmp_path):
+    # The table logic alone, on result files written here: per task, the "(lr by validation)" row takes the test
+    # score of the lr whose validation score is best, and "% of PT" is taken against that row.
+    from softprompt.experiments.analyses import main_table
+    from softprompt.experiments.worker import RESULT
+
+    grid = parse_grid(
+        {"tasks": ["sst2", "rte"], "models": ["tiny-llama"], "seeds": [0],
+         "runs": [{"method": "zero-shot"}, {"method": "prompt_tuning"}, {"method": "prompt_tuning", "lr": 0.003},
+                  {"method": "ulpt", "rank": 2}]},
+    )  # fmt: skip
+    (tmp_path / "grid.json").write_text(json.dumps(grid.source))
+    # (test, validation, parameters) per group and task; rte's default-lr PT has the better validation, sst2's not
+    numbers = {
+        ("zero-shot", "sst2"): (0.70, math.nan, 0), ("zero-shot", "rte"): (0.50, math.nan, 0),
+        ("prompt_tuning", "sst2"): (0.55, 0.60, 100), ("prompt_tuning", "rte"): (0.58, 0.70, 100),
+        ("prompt_tuning lr=0.003", "sst2"): (0.85, 0.90, 100), ("prompt_tuning lr=0.003", "rte"): (0.62, 0.65, 100),
+        ("ulpt rank=2", "sst2"): (0.80, 0.85, 2), ("ulpt rank=2", "rte"): (0.57, 0.60, 2),
+    }  # fmt: skip
+    for spec in grid.runs:
+        test, validation, parameters = numbers[(spec.group, spec.task)]
+        summary = {"test": {"accuracy": test}, "trainable_parameters": parameters}
+        if math.isfinite(validation):
+            summary["validation"] = {"accuracy": validation}
+        (tmp_path / spec.name).mkdir()
+        result = {"name": spec.name, "spec": spec.to_dict(), "status": "done", "metric": "accuracy", "summary": summary}
+        (tmp_path / spec.name / RESULT).write_text(json.dumps(result))
+
+    main_table(tmp_path)
+    table = {r["method"]: r for r in rows(tmp_path / "main-table.csv")}
+    chosen = "prompt_tuning (lr by validation)"
+    assert list(table) == ["zero-shot", "prompt_tuning", "prompt_tuning lr=0.003", chosen, "ulpt rank=2"]
+    assert table[chosen]["sst2 (accuracy)"] == "85.0" and table[chosen]["rte (accuracy)"] == "58.0"
+    assert table[chosen]["chosen"] == "sst2: prompt_tuning lr=0.003; rte: prompt_tuning"
+    assert table[chosen]["average (2 tasks)"] == "71.5" and table[chosen]["average % of PT"] == "100.0"
+    assert table["ulpt rank=2"]["average % of PT"] == f"{100 * (80 + 57) / (85 + 58):.1f}"  # 95.8, not vs 56.5
+    assert table["ulpt rank=2"]["parameters % of PT"] == "2.0"
+
+    # An lr that has not finished on a task leaves that task unchosen (and out of the average for every row)
+    missing = next(s for s in grid.runs if s.group == "prompt_tuning lr=0.003" and s.task == "rte")
+    (tmp_path / missing.name / RESULT).unlink()
+    main_table(tmp_path)
+    table = {r["method"]: r for r in rows(tmp_path / "main-table.csv")}
+    assert table[chosen]["rte (accuracy)"] == "-" and table[chosen]["average (1 tasks)"] == "85.0"

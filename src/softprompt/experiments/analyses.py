@@ -14,7 +14,10 @@
 * tune-projection  test metric of each group as bars (tune z vs tune the projection at equal budget, Table 3)
 * main-table    one row per method (zero-shot included), one column per task (test metric × 100, mean over seeds)
                 and the average over the tasks every row has finished, so a partial sweep's average stays fair;
-                with a prompt_tuning row, each row's average and parameter count as % of prompt tuning's
+                groups that differ only in their learning rate also get a row "<group> (lr by validation)" taking,
+                per task, the test score of the lr with the best validation score (the papers tune each method's lr
+                on dev); with a prompt_tuning row, each row's average and parameter count as % of prompt tuning's
+                (of its lr-by-validation row where there is one)
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +310,16 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     methods = [m for m in methods if any(r["group"] == m for r in runs)]
     by_cell = _groups(runs, lambda r: (r["group"], r["task"]))
     complete = [t for t in tasks if all((m, t) in by_cell for m in methods)]
+    choices = _lr_choices(sweep, runs, methods)
+    for base, members in choices.items():
+        name = f"{base} (lr by validation)"
+        for t in tasks:
+            if all((m, t) in by_cell for m in members):  # chosen once every lr has finished (ties: the first listed)
+                validation = [_mean_std([r["validation"] for r in by_cell[(m, t)]])[0] for m in members]
+                validation = [v if math.isfinite(v) else -math.inf for v in validation]
+                by_cell[(name, t)] = by_cell[(members[validation.index(max(validation))], t)]
+        if any((name, t) in by_cell for t in tasks):  # the row goes after the last of its lrs
+            methods.insert(max(methods.index(m) for m in members) + 1, name)
     metric = {t: next(r["metric"] for r in runs if r["task"] == t) for t in tasks}
     rows, scores = [], []
     for method in methods:
@@ -318,11 +332,15 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
         score["average"] = statistics.fmean(values) if values else math.nan
         row.update({f"{t} ({metric[t]})": _one_decimal(score[t]) for t in tasks})
         row[f"average ({len(complete)} tasks)"] = _one_decimal(score["average"])
+        if choices:  # which lr each selection row took, per task
+            chosen = [f"{t}: {by_cell[(method, t)][0]['group']}" for t in tasks if (method, t) in by_cell]
+            row["chosen"] = "; ".join(chosen) if method.endswith("(lr by validation)") else ""
         rows.append(row)
         scores.append(score)
         score["parameters"] = next(iter(params))
-    if "prompt_tuning" in methods:  # the paper's comparison: each row's average and size against prompt tuning's
-        pt = scores[methods.index("prompt_tuning")]
+    reference = next((m for m in ("prompt_tuning (lr by validation)", "prompt_tuning") if m in methods), None)
+    if reference:  # the paper's comparison: each row's average and size against prompt tuning's
+        pt = scores[methods.index(reference)]
         for row, score in zip(rows, scores, strict=True):
             row["average % of PT"] = _one_decimal(100 * score["average"] / pt["average"]) if pt["average"] else "-"
             row["parameters % of PT"] = _one_decimal(100 * score["parameters"] / pt["parameters"])
@@ -334,6 +352,21 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     ax.set(ylabel="test metric × 100", title=f"main table: {Path(sweep).name}")
     ax.legend(fontsize=7)
     return _write(Path(out or sweep), "main-table", fig, rows, f"Main table: {Path(sweep).name} (test metric × 100)")
+
+
+def _lr_choices(sweep: str | Path, runs: list[dict[str, Any]], methods: list[str]) -> dict[str, list[str]]:
+    """Groups that differ only in their learning rate, under the name of the group without one (in table order):
+    what a "(lr by validation)" row chooses from."""
+    from softprompt.experiments.worker import read_result
+
+    members: dict[str, list[str]] = {}
+    for r in runs:
+        spec = RunSpec.from_dict(read_result(Path(sweep) / r["name"])["spec"])
+        base = replace(spec, settings={k: v for k, v in spec.settings.items() if k != "lr"}, label="").group
+        members.setdefault(base, [])
+        if r["group"] not in members[base]:
+            members[base].append(r["group"])
+    return {base: sorted(groups, key=methods.index) for base, groups in members.items() if len(groups) > 1}
 
 
 def _one_decimal(value: float) -> str:
