@@ -27,12 +27,16 @@ def _unit(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def _imported(path: Path) -> set[str]:
-    """Absolute softprompt module names that one source file imports."""
-    module = ".".join(path.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
-    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+def _module(path: Path) -> str:
+    """src/softprompt/models/causal.py -> softprompt.models.causal; a package's __init__.py -> the package."""
+    return ".".join(path.relative_to(SRC.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def imported(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Absolute softprompt module names that the source of `module` imports (relative imports resolved)."""
+    package = module if is_package else module.rsplit(".", 1)[0]
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(source, module)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -48,10 +52,10 @@ def import_graph() -> dict[str, dict[str, list[str]]]:
     """unit -> {imported unit: [files that import it]}, between distinct top-level units."""
     graph: dict[str, dict[str, list[str]]] = {}
     for path in sorted(SRC.rglob("*.py")):
-        source = _unit(".".join(path.relative_to(SRC.parent).with_suffix("").parts))
-        edges = graph.setdefault(source, {})
-        for name in _imported(path):
-            if _unit(name) != source:
+        module = _module(path)
+        edges = graph.setdefault(_unit(module), {})
+        for name in imported(path.read_text(), module, path.name == "__init__.py"):
+            if _unit(name) != _unit(module):
                 edges.setdefault(_unit(name), []).append(str(path.relative_to(SRC)))
     return graph
 
@@ -79,11 +83,18 @@ def find_cycle(graph: dict[str, dict[str, list[str]]]) -> list[str] | None:
     return None
 
 
-def test_the_reader_sees_lazy_and_relative_imports(tmp_path):
+def test_the_reader_sees_lazy_and_relative_imports():
     # the graph is only as good as the reader: an import inside a function and a relative one both count
     graph = import_graph()
     assert "cli" in graph["experiments"]  # experiments/worker.py runs `softprompt train` lazily, inside execute()
     assert "models" in graph["prompts"]
+    source = "import torch\nfrom ..models import inputs\nfrom . import base\n\ndef f():\n    from .bbt import BBT\n"
+    assert imported(source, "softprompt.prompts.ulpt") == {
+        "softprompt.models", "softprompt.prompts", "softprompt.prompts.bbt"
+    }  # fmt: skip
+    assert imported("from .inputs import PromptInputs", "softprompt.models", is_package=True) == {
+        "softprompt.models.inputs"
+    }  # fmt: skip
     assert find_cycle({"a": {"b": []}, "b": {"c": []}, "c": {"a": []}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b": []}, "b": {}}) is None
 

@@ -311,6 +311,7 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     by_cell = _groups(runs, lambda r: (r["group"], r["task"]))
     complete = [t for t in tasks if all((m, t) in by_cell for m in methods)]
     choices = _lr_choices(sweep, runs, methods)
+    selections = []  # the "(lr by validation)" rows
     for base, members in choices.items():
         name = f"{base} (lr by validation)"
         for t in tasks:
@@ -320,6 +321,7 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
                 by_cell[(name, t)] = by_cell[(members[validation.index(max(validation))], t)]
         if any((name, t) in by_cell for t in tasks):  # the row goes after the last of its lrs
             methods.insert(max(methods.index(m) for m in members) + 1, name)
+            selections.append(name)
     metric = {t: next(r["metric"] for r in runs if r["task"] == t) for t in tasks}
     rows, scores = [], []
     for method in methods:
@@ -334,7 +336,7 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
         row[f"average ({len(complete)} tasks)"] = _one_decimal(score["average"])
         if choices:  # which lr each selection row took, per task
             chosen = [f"{t}: {by_cell[(method, t)][0]['group']}" for t in tasks if (method, t) in by_cell]
-            row["chosen"] = "; ".join(chosen) if method.endswith("(lr by validation)") else ""
+            row["chosen"] = "; ".join(chosen) if method in selections else ""
         rows.append(row)
         scores.append(score)
         score["parameters"] = next(iter(params))
