@@ -65,13 +65,17 @@ def test_two_processes_end_with_the_prompt_of_one(tmp_path):
     assert a.keys() == b.keys()
     moved = PromptArtifact.from_pretrained(tmp_path / "one")  # the prompt did change from its start
     assert moved.metrics["best_step"] in (3, 6)
+    # Float tolerance: one and two processes round differently (each sums its own rows' gradients at every layer's
+    # prompt keys/values before they are averaged): ~2e-7 of a step's gradient (relative L2, measured), which 6 AdamW
+    # steps at lr 0.1 on this deliberately sensitive model grow to at most 8.5e-5 in the prompt (absolute) and 1.5e-4
+    # of the loss (relative). Processes that do not average their gradients end up to 0.48 apart.
     for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b[key], a[key], rtol=2e-4, atol=2e-4)
 
     def losses(run: Path) -> list[float]:
         records = map(json.loads, (run / "log.jsonl").read_text().splitlines())
         return [r["loss"] for r in records if "loss" in r and "split" not in r]
 
     assert len(losses(tmp_path / "two")) == 6  # process 0 alone logged: one record per step
-    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-3)
     assert not list((tmp_path / "two").glob("rank*"))
