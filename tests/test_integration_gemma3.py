@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from softprompt.models.inputs import PromptInputs
+from softprompt.models.shapes import load_shape
 
 pytestmark = [
     pytest.mark.integration,
@@ -39,6 +40,7 @@ def test_embedded_gemma_is_the_270m_model_and_frozen(gemma):
     assert gemma.config.model_type == "gemma3_text"
     assert not gemma.model.training and not any(p.requires_grad for p in gemma.model.parameters())
     assert load_backbone("gemma3-270m", dtype="float32").fingerprint == gemma.fingerprint  # read from the cache
+    assert load_shape("gemma3-270m", gemma.max_length) == gemma.dims  # `softprompt params`' shape
 
 
 def test_backbone_logits_equal_the_models_own_forward(gemma):

@@ -8,6 +8,7 @@ import pytest
 from softprompt.api import make_prompt_config, new_prompt
 from softprompt.cli import main
 from softprompt.evaluation import evaluate
+from softprompt.models.shapes import load_shape
 from softprompt.scoring import Scorer
 from softprompt.tasks.builtin import get_task
 from softprompt.training.trainer import TrainConfig, train_prompt
@@ -39,6 +40,7 @@ def test_embedded_model_is_frozen_and_identified(smollm2):
     assert not smollm2.model.training
     assert not any(p.requires_grad for p in smollm2.model.parameters())
     assert load_backbone().fingerprint == smollm2.fingerprint  # second load comes from the safetensors cache
+    assert load_shape("smollm2-135m-instruct", smollm2.max_length) == smollm2.dims  # `softprompt params`' shape
 
 
 def test_zero_shot_template_beats_chance_on_sst2(smollm2, sst2):

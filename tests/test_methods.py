@@ -16,7 +16,7 @@ from softprompt.cli import main
 from softprompt.cli.params import rows as param_rows
 from softprompt.evaluator import BackboneAccess, LocalEvaluator
 from softprompt.models.inputs import PromptInputs
-from softprompt.models.shapes import known_configs, load_shape
+from softprompt.models.shapes import EMBEDDED_SHAPES, known_configs, load_shape
 from softprompt.models.tiny import tiny_backbone
 from softprompt.prompts import REGISTRY, DePTConfig, DPTConfig, ResidualConfig, ULPTConfig, build_prompt
 from softprompt.scoring import Scorer
@@ -68,6 +68,17 @@ def test_shipped_configs_give_the_published_sizes(name):
     shape = load_shape(name)
     assert shape.hidden_size == hidden[name]
     assert param_rows(name)[0]["trainable_parameters"] == 100 * hidden[name]  # prompt tuning: n·D
+
+
+def test_every_embedded_model_name_has_a_shipped_shape(monkeypatch):
+    """`softprompt params --model NAME` takes the names `--model` takes, offline (it once went to the hub for them).
+    That each equals the loaded model's shape is checked in tests/test_integration_{smollm2,gemma3}.py."""
+    from softprompt.models.loading import EMBEDDED
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert set(EMBEDDED_SHAPES) == set(EMBEDDED)
+    for name, shipped in EMBEDDED_SHAPES.items():
+        assert load_shape(name) == load_shape(shipped)
 
 
 def test_shape_of_a_loaded_model_matches_its_config_file(tmp_path):

@@ -1,8 +1,9 @@
 """A model's `ModelDims` from its name or config file alone (no weights), for `softprompt params`.
 
-Small config files for the models the ULPT paper reports on ship in `softprompt/models/configs/` (only the fields
-`ModelDims` reads); any other name is a local `config.json` (file or folder) or a Hugging Face hub id, read with
-transformers' AutoConfig.
+Small config files for the models the ULPT paper reports on and the embedded models ship in
+`softprompt/models/configs/` (only the fields `ModelDims` reads; the embedded models also go by the names --model
+takes); any other name is a local `config.json` (file or folder) or a Hugging Face hub id, read with transformers'
+AutoConfig.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from softprompt.models.dims import ModelDims
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+# The embedded models (`softprompt.models.loading.EMBEDDED`, what --model takes) by their shipped config's name.
+EMBEDDED_SHAPES = {"smollm2-135m-instruct": "smollm2-135m", "gemma3-270m": "gemma-3-270m"}
 
 
 def known_configs() -> list[str]:
@@ -27,7 +30,7 @@ def load_shape(name: str, max_length: int = 256) -> ModelDims:
     if max_length <= 0:
         raise ValueError(f"max_length must be positive, got {max_length}")
     path = Path(name)
-    shipped = CONFIG_DIR / f"{name.lower()}.json"
+    shipped = CONFIG_DIR / f"{EMBEDDED_SHAPES.get(name.lower(), name.lower())}.json"
     if shipped.is_file() or (path.is_file() and path.suffix == ".json"):
         source = shipped if shipped.is_file() else path
         try:
