@@ -56,10 +56,19 @@ def test_encoders_keep_the_inserted_prompt(arch):
     assert torch.equal(fast, slow)  # no prefix exists for them: the very same computation
 
 
-def test_a_text_update_keeps_the_inserted_prompt():
-    backbone = tiny_backbone("llama", seed=1)
-    prompts = random_prompts(backbone, 1, 4)
-    delta = 0.1 * torch.randn(1, backbone.max_length, backbone.hidden_size)  # DePT's update of the text's embeddings
-    prompts = PromptInputs(embeds=prompts.embeds, text_delta=delta)
-    fast, slow = both(backbone, prompts)
-    assert torch.equal(fast, slow)
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_a_text_update_goes_along_with_the_prefix(arch, monkeypatch):
+    """DePT: the prompt positions still never see the text, so they become a prefix; each row's update of the text's
+    embeddings stays with its row and acts as with the inserted prompt."""
+    backbone = tiny_backbone(arch, seed=1, init_scale=0.5)
+    calls = []
+    original = backbone.prompt_prefix
+    monkeypatch.setattr(backbone, "prompt_prefix", lambda p: calls.append(p.text_delta is not None) or original(p))
+    prompts = random_prompts(backbone, 3, 4)
+    delta = 0.3 * torch.randn(3, backbone.max_length, backbone.hidden_size)  # DePT's update of the text's embeddings
+    with_update = PromptInputs(embeds=prompts.embeds, text_delta=delta)
+    fast, slow = both(backbone, with_update, chunk_size=16)
+    assert calls == [True, True, True]  # one prefix per row, each carrying its row's update
+    torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    without, _ = both(backbone, prompts, chunk_size=16)
+    assert not torch.allclose(fast, without, atol=1e-3)  # the update does act

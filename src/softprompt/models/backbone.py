@@ -501,15 +501,15 @@ class Backbone:
 
     def as_prefix(self, prompt: PromptInputs) -> PromptInputs:
         """`prompt` with each row's input-layer vectors (deep prompts included) replaced by the key/value prefix that
-        acts exactly like them, so their positions run once instead of once per text; unchanged where the model
-        has no such prefix (encoders), the row is not plain input vectors (a text update, a prefix already), or a
-        sliding-window cache would keep fewer than its n positions.
+        acts exactly like them, so their positions run once instead of once per text (a text update and a gate go
+        along unchanged); unchanged where the model has no such prefix (encoders), the prompt is a prefix already,
+        or a sliding-window cache would keep fewer than its n positions.
 
         The one place that decides it, for training, evaluation and the serving engine's prompt cache. It keeps the
         autograd graph: a loss through the prefix has the inserted prompt's gradient (to float tolerance)."""
         if not self.prefix_in_cache or prompt.embeds is None:
             return prompt
-        if prompt.text_delta is not None or prompt.prefix_keys is not None:
+        if prompt.prefix_keys is not None:
             return prompt
         window = getattr(self.config, "sliding_window", None)
         if isinstance(window, int) and prompt.prompt_len > window - 1:  # the cache keeps the newest window - 1

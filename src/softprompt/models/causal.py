@@ -87,11 +87,12 @@ class CausalLMBackbone(Backbone):
 
         In a decoder the prompt positions never attend to the text, so their keys and values depend on the prompt
         alone: computed once per prompt, they can stand in for it in every request (the prompt prefix cache). A gate
-        acts on the text's attention to them only, so it stays with the prefix."""
+        acts on the text's attention to them only, and a text update (DePT) on the text's own embeddings, so both
+        stay with the prefix."""
         from transformers import DynamicCache
 
-        if prompt.num_rows != 1 or prompt.embeds is None or prompt.text_delta is not None:
-            raise ValueError("a prompt prefix is made from one row of input-layer vectors (no text update)")
+        if prompt.num_rows != 1 or prompt.embeds is None:
+            raise ValueError("a prompt prefix is made from one row of input-layer vectors")
         if prompt.prefix_keys is not None:
             raise ValueError("this prompt already carries a key/value prefix")
         n = int(prompt.row_lengths()[0])
@@ -107,7 +108,7 @@ class CausalLMBackbone(Backbone):
         values = torch.stack([layer.values for layer in cache.layers])
         if keys.shape[3] != n:
             raise ValueError(f"{self.name} keeps only {keys.shape[3]} positions in some layers (sliding window)")
-        return PromptInputs(prefix_keys=keys, prefix_values=values, gate=prompt.gate)
+        return PromptInputs(prefix_keys=keys, prefix_values=values, text_delta=prompt.text_delta, gate=prompt.gate)
 
     @torch.no_grad()
     def _generate(

@@ -19,7 +19,7 @@ what else was queued. Streaming: a request with `on_delta` gets its row's new te
 (`Backbone.generate(on_step=...)` -> `TextStream` -> on_delta, called in the engine's thread) while the batch is
 still decoding; the deltas join to exactly the completion's text, which the future then returns as usual.
 
-Prompt prefix cache (causal models only; other families and prompts with a text update bypass it): a decoder's
+Prompt prefix cache (causal models only; other families and key/value prefixes bypass it): a decoder's
 prompt positions never attend to the text, so a prompt's keys and values (`Backbone.as_prefix`) are
 computed once and stand in for it in every row. Key: (record.key = "tenant/name@version", record.sha256,
 backbone.fingerprint), so two tenants' prompts of one name, two versions, or one blob on another model never share
