@@ -86,6 +86,19 @@ def test_each_run_is_the_command_line_its_settings_say():
     assert (args.rank, args.use_scale, args.lr, args.steps, args.data_dir) == (4, False, 0.3, 7, "/data")
 
 
+def test_block_order_runs_every_task_of_a_block_before_the_next_block_with_the_same_runs(tmp_path):
+    source = {"tasks": ["sst2", "rte"], "seeds": [0, 1], "common": {"steps": 3},
+              "runs": [{"method": "zero-shot"}, {"method": "ulpt", "rank": [2, 64]}]}  # fmt: skip
+    by_task = parse_grid(source, tmp_path).runs
+    by_block = parse_grid({**source, "order": "blocks"}, tmp_path).runs
+    assert [(r.task, r.method) for r in by_task[:6]] == [("sst2", "zero-shot")] * 2 + [("sst2", "ulpt")] * 4
+    zero_shot = [(r.task, r.method, r.seed) for r in by_block[:4]]
+    assert zero_shot == [(task, "zero-shot", seed) for task in ("sst2", "rte") for seed in (0, 1)]
+    ranks = [(r.task, r.settings["rank"]) for r in by_block[4:] if r.seed == 0]
+    assert ranks == [("sst2", 2), ("rte", 2), ("sst2", 64), ("rte", 64)]
+    assert sorted(r.name for r in by_block) == sorted(r.name for r in by_task)  # the same runs, the same folders
+
+
 @pytest.mark.parametrize(
     "grid, message",
     [
@@ -96,6 +109,7 @@ def test_each_run_is_the_command_line_its_settings_say():
         ({"tasks": ["sst2"], "runs": [{"method": "ulpt"}, {"method": "ulpt"}]}, "same settings"),
         ({"runs": [{"method": "ulpt"}]}, "at least one task"),
         ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "seed": 1}]}, "no option 'seed'"),
+        ({"tasks": ["sst2"], "order": "methods", "runs": [{"method": "ulpt"}]}, "order must be one of"),
     ],
 )
 def test_bad_grids_are_refused_with_a_clear_message(grid, message):

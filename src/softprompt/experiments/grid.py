@@ -14,6 +14,10 @@
       - method: zero-shot           # the task's bare template, no prompt: `softprompt eval --zero-shot` on the
                                     # same seeded test subset `train` scores (max_test_examples, the run's seed)
 
+Runs go task-major: every block's runs on the first task, then on the next. `order: blocks` makes it block-major
+instead (every task of the first block, then of the next), so blocks appended to a running grid run after the rows
+already listed are complete; a run's folder name does not depend on the order.
+
 A block may also list `cases:` (dicts of settings taken together, e.g. rank and prompt length at equal parameter
 count), crossed with its axes. Settings are the options of `softprompt train` / `softprompt blackbox` with
 underscores (`max_eval_examples`, `lr`, `shots`, `budget`, ...); a block's setting the command does not take is an
@@ -49,7 +53,8 @@ ZERO_SHOT_SHARED = {"data_dir", "text_column", "text_pair_column", "label_column
                     "verbalizer", "metrics", "max_length", "dtype", "device"}  # fmt: skip
 ZERO_SHOT_RENAME = {"max_test_examples": "limit", "eval_batch_size": "batch_size"}
 OWN_FILES = ("data", "validation", "test")
-TOP_KEYS = {"name", "tasks", "task", "models", "model", "seeds", "common", "runs", "resources", "out"}
+TOP_KEYS = {"name", "tasks", "task", "models", "model", "seeds", "common", "runs", "resources", "out", "order"}
+ORDERS = ("tasks", "blocks")
 BLOCK_KEYS = {"method", "optimizer", "cases", "resources", "label"}
 PATH_KEYS = {"data_dir", "data", "validation", "test", "task_file"}
 NOT_SETTINGS = {"task", "task_file", "method", "model", "seed", "out", "resume", "overwrite", "quiet", "run", "command"}
@@ -214,6 +219,9 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
         raise ValueError("grid: runs must be a list of blocks, each with a method")
     if not all(isinstance(s, int) for s in seeds):
         raise ValueError(f"grid: seeds must be integers, got {seeds}")
+    order = data.get("order", "tasks")
+    if order not in ORDERS:
+        raise ValueError(f"grid: order must be one of {list(ORDERS)}, got {order!r}")
     tasks = [str(t) for t in tasks]
     common = dict(data.get("common") or {})
     resources = data.get("resources") or {}
@@ -245,6 +253,7 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
                 raise ValueError(f"{where}: softprompt {command} has no option {', '.join(map(repr, bad))}")
             own_common = {k: v for k, v in common.items() if k in options[command] and k not in settings}
             expanded.append((block, method, optimizer, settings, {"common": own_common, **res}))
+    ordered = _ordered(tasks, models, expanded, seeds, order)
     runs = [
         RunSpec(
             task=task,
@@ -259,15 +268,19 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
             label=str(block.get("label", "")),
             base=str(base.resolve()),
         )
-        for task in tasks
-        for model in models
-        for block, method, optimizer, settings, extra in expanded
-        for seed in seeds
+        for task, model, (block, method, optimizer, settings, extra), seed in ordered
     ]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError("grid: two runs have the same settings (a block or value is listed twice)")
     return Grid(str(data.get("name", "sweep")), runs, data)
+
+
+def _ordered(tasks: list[str], models: list[Any], expanded: list[Any], seeds: list[int], order: str) -> list[tuple]:
+    """(task, model, expanded block run, seed) in the grid's order: task-major, or block-major."""
+    if order == "blocks":
+        return [(t, m, e, s) for e in expanded for t in tasks for m in models for s in seeds]
+    return [(t, m, e, s) for t in tasks for m in models for e in expanded for s in seeds]
 
 
 def _zero_shot_settings(settings: dict[str, Any], where: str, strict: bool) -> dict[str, Any]:
