@@ -72,3 +72,18 @@ def test_a_text_update_goes_along_with_the_prefix(arch, monkeypatch):
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     without, _ = both(backbone, prompts, chunk_size=16)
     assert not torch.allclose(fast, without, atol=1e-3)  # the update does act
+
+
+@pytest.mark.parametrize(("arch", "init"), [("llama", {"init_scale": 0.5}), ("gemma3", {})])
+def test_generation_through_the_prefix_decodes_the_inserted_prompts_text(arch, init, monkeypatch):
+    backbone = tiny_backbone(arch, seed=1, **init)  # inits at which greedy text follows the prompt
+    calls = []
+    original = backbone.prompt_prefix
+    monkeypatch.setattr(backbone, "prompt_prefix", lambda p: calls.append(1) or original(p))
+    scorer, examples = Scorer(backbone, synthetic_task()), synthetic_examples(5, seed=4)
+    prompt = random_prompts(backbone, 1, 4, deep=True)
+    fast = LocalEvaluator(scorer, prefix=True).generate(examples, prompt, max_new_tokens=6)
+    assert calls == [1]
+    slow = LocalEvaluator(scorer, prefix=False).generate(examples, prompt, max_new_tokens=6)
+    assert fast == slow and calls == [1]
+    assert slow != LocalEvaluator(scorer).generate(examples, None, max_new_tokens=6)  # the prompt does steer it

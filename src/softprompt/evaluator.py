@@ -132,6 +132,11 @@ class LocalEvaluator(BackboneAccess):
         return scores
 
     def generate(self, examples: Sequence[Example], prompt: PromptInputs, **options: Any) -> list[str]:
+        """Decoded through the prompt's key/value prefix where the model has one (the same text, the prompt run once
+        instead of once per example)."""
+        if prompt is not None and self.prefix:
+            with torch.inference_mode():
+                prompt = self.backbone.as_prefix(prompt)
         return self.backbone.generate([self.task.render(ex) for ex in examples], prompt, **options)
 
     def _encode(self, examples: Sequence[Example], per_part: int) -> list[tuple[ScoringBatch, torch.Tensor]]:
