@@ -1,9 +1,10 @@
 """The mixed-batch ground truth every backbone test uses: each row of a batch of different prompts scores exactly what
-that row's prompt gives its text alone."""
+that row's prompt gives its text alone; one prompt of every method; and a record of the key/value prefixes made."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -51,3 +52,11 @@ def method_prompts(backbone) -> dict[str, torch.nn.Module]:
                 prompt.gate.fill_(-1.0)  # half open: the gate's offset must show
         prompts[name] = prompt
     return prompts
+
+
+def record_prefixes(backbone: Backbone, monkeypatch: Any) -> list[PromptInputs]:
+    """The prompts `backbone.prompt_prefix` is asked to turn into a key/value prefix from now on (a live list)."""
+    made: list[PromptInputs] = []
+    original = backbone.prompt_prefix
+    monkeypatch.setattr(backbone, "prompt_prefix", lambda p: made.append(p) or original(p))
+    return made

@@ -7,6 +7,7 @@ from softprompt.evaluator import LocalEvaluator
 from softprompt.models.inputs import PromptInputs
 from softprompt.models.tiny import tiny_backbone
 from softprompt.scoring import Scorer
+from tests.mixed import record_prefixes
 from tests.synthetic import synthetic_examples, synthetic_task
 
 
@@ -41,12 +42,11 @@ def test_prefix_scores_equal_inserted_prompt_scores(arch, rows, deep, lengths):
 
 def test_the_prefix_path_is_taken_and_runs_each_prompt_once(monkeypatch):
     backbone = tiny_backbone("llama", seed=1)
-    calls = []
-    original = backbone.prompt_prefix
-    monkeypatch.setattr(backbone, "prompt_prefix", lambda p: calls.append(p.num_rows) or original(p))
+    made = record_prefixes(backbone, monkeypatch)
     prompts = random_prompts(backbone, 3, 4)
     both(backbone, prompts, chunk_size=8)
-    assert calls == [1, 1, 1]  # once per candidate, not once per example or per chunk; prefix=False never calls it
+    # once per candidate, not once per example or per chunk; prefix=False never calls it
+    assert [p.num_rows for p in made] == [1, 1, 1]
 
 
 @pytest.mark.parametrize("arch", ["t5", "roberta"])
@@ -61,14 +61,12 @@ def test_a_text_update_goes_along_with_the_prefix(arch, monkeypatch):
     """DePT: the prompt positions still never see the text, so they become a prefix; each row's update of the text's
     embeddings stays with its row and acts as with the inserted prompt."""
     backbone = tiny_backbone(arch, seed=1, init_scale=0.5)
-    calls = []
-    original = backbone.prompt_prefix
-    monkeypatch.setattr(backbone, "prompt_prefix", lambda p: calls.append(p.text_delta is not None) or original(p))
+    made = record_prefixes(backbone, monkeypatch)
     prompts = random_prompts(backbone, 3, 4)
     delta = 0.3 * torch.randn(3, backbone.max_length, backbone.hidden_size)  # DePT's update of the text's embeddings
     with_update = PromptInputs(embeds=prompts.embeds, text_delta=delta)
     fast, slow = both(backbone, with_update, chunk_size=16)
-    assert calls == [True, True, True]  # one prefix per row, each carrying its row's update
+    assert [p.text_delta is not None for p in made] == [True, True, True]  # a prefix per row, with its update
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     without, _ = both(backbone, prompts, chunk_size=16)
     assert not torch.allclose(fast, without, atol=1e-3)  # the update does act
@@ -77,13 +75,11 @@ def test_a_text_update_goes_along_with_the_prefix(arch, monkeypatch):
 @pytest.mark.parametrize(("arch", "init"), [("llama", {"init_scale": 0.5}), ("gemma3", {})])
 def test_generation_through_the_prefix_decodes_the_inserted_prompts_text(arch, init, monkeypatch):
     backbone = tiny_backbone(arch, seed=1, **init)  # inits at which greedy text follows the prompt
-    calls = []
-    original = backbone.prompt_prefix
-    monkeypatch.setattr(backbone, "prompt_prefix", lambda p: calls.append(1) or original(p))
+    made = record_prefixes(backbone, monkeypatch)
     scorer, examples = Scorer(backbone, synthetic_task()), synthetic_examples(5, seed=4)
     prompt = random_prompts(backbone, 1, 4, deep=True)
     fast = LocalEvaluator(scorer, prefix=True).generate(examples, prompt, max_new_tokens=6)
-    assert calls == [1]
+    assert len(made) == 1
     slow = LocalEvaluator(scorer, prefix=False).generate(examples, prompt, max_new_tokens=6)
-    assert fast == slow and calls == [1]
+    assert fast == slow and len(made) == 1
     assert slow != LocalEvaluator(scorer).generate(examples, None, max_new_tokens=6)  # the prompt does steer it

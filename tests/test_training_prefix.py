@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mixed import method_prompts
+from mixed import method_prompts, record_prefixes
 from synthetic import synthetic_examples, synthetic_task
 
 from softprompt.api import make_prompt_config, new_prompt
@@ -65,16 +65,14 @@ def test_a_sliding_window_shorter_than_the_prompt_keeps_the_inserted_prompt() ->
 def train_counting_prefixes(tmp_path, monkeypatch, method: str, as_prefix: bool) -> tuple[dict, int]:
     """8 AdamW steps of 2 micro-batches on a tiny Llama: the prompt at the end, and how many prefixes were made."""
     backbone = tiny_backbone("llama", seed=1, init_scale=0.5)
-    calls = []
-    original = backbone.prompt_prefix
-    monkeypatch.setattr(backbone, "prompt_prefix", lambda p: calls.append(1) or original(p))
+    made = record_prefixes(backbone, monkeypatch)
     if not as_prefix:
         monkeypatch.setattr(backbone, "as_prefix", lambda p: p)
     prompt = new_prompt(make_prompt_config(method, 6, **({"rank": 2} if method == "ulpt" else {})), backbone, seed=0)
     config = TrainConfig(steps=8, batch_size=4, grad_accum=2, lr=0.05, eval_every=8, log_every=4)
     examples, validation = synthetic_examples(32, seed=0), synthetic_examples(8, seed=1)
     train_prompt(Scorer(backbone, synthetic_task()), prompt, examples, validation, config, tmp_path, progress=False)
-    return prompt.state_tensors(), len(calls)
+    return prompt.state_tensors(), len(made)
 
 
 @pytest.mark.parametrize("method", ["prompt_tuning", "ulpt"])
