@@ -164,3 +164,19 @@ def test_main_table_picks_each_tasks_learning_rate_by_validation_and_compares_wi
     main_table(tmp_path)
     table = {r["method"]: r for r in rows(tmp_path / "main-table.csv")}
     assert table[chosen]["rte (accuracy)"] == "-" and table[chosen]["average (1 tasks)"] == "85.0"
+    assert table["ulpt rank=2"]["average % of PT"] == f"{100 * 80 / 85:.1f}"
+    assert table["ulpt rank=2"]["tasks vs PT"] == "1"
+
+    # "% of PT" pairs a row with prompt tuning over the tasks those two have finished, whatever other rows lack
+    (tmp_path / missing.name / RESULT).write_text(json.dumps({"name": missing.name, "spec": missing.to_dict(),
+                                                              "status": "done", "metric": "accuracy",
+                                                              "summary": {"test": {"accuracy": 0.62},
+                                                                          "validation": {"accuracy": 0.65},
+                                                                          "trainable_parameters": 100}}))  # fmt: skip
+    zero_shot_rte = next(s for s in grid.runs if s.group == "zero-shot" and s.task == "rte")
+    (tmp_path / zero_shot_rte.name / RESULT).unlink()
+    main_table(tmp_path)
+    table = {r["method"]: r for r in rows(tmp_path / "main-table.csv")}
+    assert table["ulpt rank=2"]["average (1 tasks)"] == "80.0"  # the shared average: sst2 only
+    assert table["ulpt rank=2"]["average % of PT"] == f"{100 * (80 + 57) / (85 + 58):.1f}"  # both tasks, 95.8
+    assert table["ulpt rank=2"]["tasks vs PT"] == "2" and table["zero-shot"]["tasks vs PT"] == "1"

@@ -295,7 +295,8 @@ def tune_projection(sweep: str | Path, out: str | Path | None = None) -> Path:
 
 def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     """Methods × tasks: test metric × 100 (mean over seeds), trainable parameters, and the average over the tasks
-    that every method has finished (the others are shown but left out of the average)."""
+    that every method has finished (the others are shown but left out of the average); with a prompt-tuning row,
+    each row's average as a % of prompt tuning's over the tasks the two have both finished ("tasks vs PT")."""
     from softprompt.experiments.results import read_runs
 
     plt = _pyplot()
@@ -344,7 +345,12 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     if reference:  # the paper's comparison: each row's average and size against prompt tuning's
         pt = scores[methods.index(reference)]
         for row, score in zip(rows, scores, strict=True):
-            row["average % of PT"] = _one_decimal(100 * score["average"] / pt["average"]) if pt["average"] else "-"
+            # over the tasks this row and prompt tuning have both finished (all of them once the table is done), so
+            # a row's comparison does not wait for every other row of a table that is still running
+            both = [t for t in tasks if math.isfinite(score[t]) and math.isfinite(pt[t])]
+            ours, theirs = (statistics.fmean([s[t] for t in both]) if both else math.nan for s in (score, pt))
+            row["average % of PT"] = _one_decimal(100 * ours / theirs) if theirs else "-"
+            row["tasks vs PT"] = len(both)
             row["parameters % of PT"] = _one_decimal(100 * score["parameters"] / pt["parameters"])
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks)), 4))
     width = 0.8 / len(methods)
