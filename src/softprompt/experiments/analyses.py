@@ -294,9 +294,10 @@ def tune_projection(sweep: str | Path, out: str | Path | None = None) -> Path:
 
 
 def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
-    """Methods × tasks: test metric × 100 (mean over seeds), trainable parameters, and the average over the tasks
-    that every method has finished (the others are shown but left out of the average); with a prompt-tuning row,
-    each row's average as a % of prompt tuning's over the tasks the two have both finished ("tasks vs PT")."""
+    """Methods × tasks: test metric × 100 (mean over seeds), trainable parameters, and the average over all the
+    tasks for each method that has finished them all ("-" until then, so every average shown is over the same
+    tasks); with a prompt-tuning row, each row's average as a % of prompt tuning's over the tasks the two have both
+    finished ("tasks vs PT")."""
     from softprompt.experiments.results import read_runs
 
     plt = _pyplot()
@@ -310,7 +311,6 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     tasks = [t for t in tasks if any(r["task"] == t for r in runs)]
     methods = [m for m in methods if any(r["group"] == m for r in runs)]
     by_cell = _groups(runs, lambda r: (r["group"], r["task"]))
-    complete = [t for t in tasks if all((m, t) in by_cell for m in methods)]
     choices = _lr_choices(sweep, runs, methods)
     selections = []  # the "(lr by validation)" rows
     for base, members in choices.items():
@@ -331,10 +331,10 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
         row["parameters"] = f"{next(iter(params)):,.0f}" if len(params) == 1 else "varies"
         row["seeds"] = max(len(by_cell.get((method, t), [])) for t in tasks)
         score = {t: 100 * _mean_std([r["test"] for r in by_cell.get((method, t), [])])[0] for t in tasks}
-        values = [score[t] for t in complete]
-        score["average"] = statistics.fmean(values) if values else math.nan
+        values = [score[t] for t in tasks]
+        score["average"] = statistics.fmean(values) if all(map(math.isfinite, values)) else math.nan
         row.update({f"{t} ({metric[t]})": _one_decimal(score[t]) for t in tasks})
-        row[f"average ({len(complete)} tasks)"] = _one_decimal(score["average"])
+        row[f"average ({len(tasks)} tasks)"] = _one_decimal(score["average"])
         if choices:  # which lr each selection row took, per task
             chosen = [f"{t}: {by_cell[(method, t)][0]['group']}" for t in tasks if (method, t) in by_cell]
             row["chosen"] = "; ".join(chosen) if method in selections else ""
