@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -21,7 +22,7 @@ from softprompt.artifact import PromptArtifact
 from softprompt.checkpoint import has_checkpoint
 from softprompt.cli import build_parser
 from softprompt.experiments.grid import load_grid, parse_grid
-from softprompt.experiments.results import group_rows, run_row
+from softprompt.experiments.results import group_rows, read_runs, run_row
 from softprompt.experiments.worker import execute, read_result
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -282,7 +283,13 @@ def test_zero_shot_row_is_the_bare_template_on_the_same_test_subset_as_trained_r
     task, _, _, full_test = build_custom_task(load_spec_file(task_file))
     test = [full_test[i] for i in sorted(random.Random(seed).sample(range(len(full_test)), n))]
     assert test != [full_test[i] for i in sorted(random.Random(0).sample(range(len(full_test)), n))]
-    scorer = Scorer(tiny_backbone_named("tiny-llama-steerable"), task)
+    # in the number format the runs used (`dtype auto`: bfloat16 on a CPU with AVX512-BF16), which they record
+    announced = re.search(
+        r"^dtype: (\w+) \(auto", (tmp_path / "sweep" / tuned["name"] / "output.log").read_text(), re.M
+    )
+    assert announced and zero["dtype"] == tuned["dtype"] == announced.group(1)
+    assert read_runs(tmp_path / "sweep")[0]["dtype"] == announced.group(1)
+    scorer = Scorer(tiny_backbone_named("tiny-llama-steerable", dtype=getattr(torch, tuned["dtype"])), task)
     bare = evaluate(scorer, test, None)
     trained = evaluate(scorer, test, PromptArtifact.from_pretrained(tmp_path / "sweep" / tuned["name"]).prompt)
     metric = zero["metric"]

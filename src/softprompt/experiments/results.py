@@ -41,6 +41,7 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         "test": (summary.get("test") or {}).get(metric, math.nan),
         "validation": validation.get(metric, math.nan),
         "parameters": summary.get("trainable_parameters", summary.get("searched_parameters", math.nan)),
+        "dtype": result.get("dtype") or "",  # absent in results written before the worker recorded it
         "wall_s": result.get("wall_s", math.nan),
         "name": result["name"],
     }

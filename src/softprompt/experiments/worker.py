@@ -29,7 +29,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from softprompt.experiments.grid import RunSpec
 
 RESULT = "result.json"
 
@@ -116,9 +119,21 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
             summary = {"test": test, "trainable_parameters": 0}
         else:
             metric = _primary_metric(run_dir)
-        result = {**record, "status": "done", "metric": metric, "summary": summary}
+        result = {**record, "status": "done", "metric": metric, "dtype": _dtype_used(run), "summary": summary}
         _write_atomic(run_dir / RESULT, result)
         return result
+
+
+def _dtype_used(run: RunSpec) -> str | None:
+    """The frozen model's number format in this run: `dtype auto` resolves by the machine (bfloat16 on a CPU with
+    AVX512-BF16, float32 on one without), so the same grid can differ between machines; None for a remote model."""
+    from softprompt.models.hardware import resolve_device, resolve_dtype
+
+    settings = {**run.common, **run.settings}
+    if settings.get("endpoint"):
+        return None
+    device = resolve_device(settings.get("device", "auto"), announce=False)
+    return str(resolve_dtype(settings.get("dtype", "auto"), device, announce=False)).removeprefix("torch.")
 
 
 def _die_with_parent() -> None:
