@@ -63,6 +63,7 @@ def test_two_processes_end_with_the_prompt_of_one(tmp_path):
               "-m", "softprompt", *train_argv(task, tmp_path / "two")]  # fmt: skip
     two = subprocess.run(launch, env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stdout + two.stderr
+    assert two.stdout.count('"best_step"') == 1, two.stdout  # one summary, process 0's: a replica has none to give
 
     a = PromptArtifact.from_pretrained(tmp_path / "one").prompt.state_tensors()
     b = PromptArtifact.from_pretrained(tmp_path / "two").prompt.state_tensors()

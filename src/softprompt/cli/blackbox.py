@@ -20,6 +20,7 @@ from softprompt.cli.common import (
     add_run_args,
     api_key_from_env,
     backbone_from_args,
+    dtype_name,
     resolve_task,
     subset,
 )
@@ -84,11 +85,14 @@ def run(args: argparse.Namespace) -> int:
         from softprompt.remote.client import RemoteEvaluator
 
         evaluator = RemoteEvaluator(args.endpoint, task, api_key=api_key)
+        dtype = None  # the endpoint's own business
     else:
         from softprompt.evaluator import LocalEvaluator
         from softprompt.scoring import Scorer
 
-        evaluator = LocalEvaluator(Scorer(backbone_from_args(args), task), chunk_size=args.chunk_size)
+        backbone = backbone_from_args(args)
+        evaluator = LocalEvaluator(Scorer(backbone, task), chunk_size=args.chunk_size)
+        dtype = dtype_name(backbone)
     if args.method == "bbtv2":
         config = replace(config, prompt=replace(prompt_config, num_layers=evaluator.num_layers))
     model = evaluator.describe()
@@ -125,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
             "test": result.test,
             "searched_parameters": result.prompt.num_trainable_parameters(),
             "ask_tell_overhead_share": round(result.timing["overhead_share"], 4),
+            "dtype": dtype,
         }
     )
     return 0

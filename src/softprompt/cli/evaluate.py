@@ -9,6 +9,7 @@ from softprompt.cli.common import (
     add_model_args,
     backbone_from_args,
     custom_spec,
+    dtype_name,
     eval_examples,
     resolve_task,
     subset,
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         scorer = Scorer(backbone, task)
         warn_truncated(scorer, {split: examples})
         metrics = evaluate(LocalEvaluator(scorer), examples, None, args.batch_size, progress=not args.quiet)
-        print_json({"task": task.name, "split": split, "prompt": None, "metric": task.metrics[0], **metrics})
+        print_json({"task": task.name, "split": split, "prompt": None, "metric": task.metrics[0],
+                    "dtype": dtype_name(backbone), **metrics})  # fmt: skip
         return 0
     if not args.dir:
         raise ValueError("name an artifact folder (or use --zero-shot)")
@@ -59,5 +61,6 @@ def run(args: argparse.Namespace) -> int:
     examples = subset(eval_examples(args, tuned.task, args.split), args.limit, args.seed)
     warn_truncated(tuned.scorer, {split: examples})
     metrics = evaluate(tuned.evaluator, examples, tuned.artifact.prompt, args.batch_size, progress=not args.quiet)
-    print_json({"task": tuned.task.name, "split": split, "method": tuned.artifact.method, **metrics})
+    print_json({"task": tuned.task.name, "split": split, "method": tuned.artifact.method,
+                "dtype": dtype_name(tuned.scorer.backbone), **metrics})  # fmt: skip
     return 0

@@ -15,6 +15,7 @@ from softprompt.cli.common import (
     add_model_args,
     add_run_args,
     backbone_from_args,
+    dtype_name,
     load_splits,
     method_options,
     resolve_task,
@@ -80,12 +81,15 @@ def run(args: argparse.Namespace) -> int:
         extra_metadata={"data": data_record},
         progress=not args.quiet,
     )
+    if result.replica:
+        return 0  # process 0 prints the run's summary
     summary = {
         "out": str(result.out_dir),
         "best_step": result.best_step,
         "validation": result.best_validation,
         "test": result.test,
         "trainable_parameters": prompt.num_trainable_parameters(),
+        "dtype": dtype_name(backbone),
     }
     if zero_shot is not None:
         summary["zero_shot_test"] = zero_shot

@@ -29,10 +29,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from softprompt.experiments.grid import RunSpec
+from typing import Any
 
 RESULT = "result.json"
 
@@ -113,27 +110,16 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
             lines = [line for line in err.getvalue().splitlines() if line.strip()]
             return {**record, "status": "failed", "error": lines[-1] if lines else f"exit status {code}"}
         summary = _summary(out.getvalue())
+        dtype = summary.pop("dtype", None)  # the frozen model's number format, as the command used it
         if zero_shot:
             metric = summary["metric"]
             test = {k: v for k, v in summary.items() if k not in ("task", "split", "prompt", "metric")}
             summary = {"test": test, "trainable_parameters": 0}
         else:
             metric = _primary_metric(run_dir)
-        result = {**record, "status": "done", "metric": metric, "dtype": _dtype_used(run), "summary": summary}
+        result = {**record, "status": "done", "metric": metric, "dtype": dtype, "summary": summary}
         _write_atomic(run_dir / RESULT, result)
         return result
-
-
-def _dtype_used(run: RunSpec) -> str | None:
-    """The frozen model's number format in this run: `dtype auto` resolves by the machine (bfloat16 on a CPU with
-    AVX512-BF16, float32 on one without), so the same grid can differ between machines; None for a remote model."""
-    from softprompt.models.hardware import resolve_device, resolve_dtype
-
-    settings = {**run.common, **run.settings}
-    if settings.get("endpoint"):
-        return None
-    device = resolve_device(settings.get("device", "auto"), announce=False)
-    return str(resolve_dtype(settings.get("dtype", "auto"), device, announce=False)).removeprefix("torch.")
 
 
 def _die_with_parent() -> None:

@@ -10,11 +10,15 @@ logs and writes the run folder; the others only train in step with it.
     torchrun --nproc_per_node 2 -m softprompt train ...                       # the same without accelerate
 
 Accelerate's launcher starts torchrun's processes; without a GPU its `PartialState(cpu=True)` joins them over gloo.
-`from_env` returns None in a plain (single) process, so nothing changes there.
+`from_env` returns None in a plain (single) process, so nothing changes there. The process group is destroyed at
+exit, while the interpreter is still whole: left to interpreter teardown, gloo's worker threads can abort the
+process (SIGABRT, "terminate called without an active exception") after a run that had finished and written its
+folder, so the launcher reports a failure.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +44,8 @@ class DataParallel:
             raise ValueError("multi-process training needs accelerate: pip install accelerate") from err
         cpu = not torch.cuda.is_available() or (device is not None and device.type == "cpu")
         state = PartialState(cpu=cpu)
+        atexit.unregister(_destroy_process_group)  # once per process, however many runs it trains
+        atexit.register(_destroy_process_group)
         return cls(state.process_index, state.num_processes, state.device)
 
     @property
@@ -69,3 +75,8 @@ class DataParallel:
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
         torch.distributed.all_reduce(t)
         return float(t.item()) / self.world
+
+
+def _destroy_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

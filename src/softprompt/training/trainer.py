@@ -95,6 +95,7 @@ class TrainResult:
     best_step: int
     best_validation: dict[str, float]
     test: dict[str, float] | None
+    replica: bool = False  # a data-parallel process other than 0: it trained in step and wrote nothing
 
 
 def train_prompt(
@@ -209,7 +210,7 @@ def train_prompt(
             last_checkpoint = time.perf_counter()
     bar.close()
     if run is None:
-        return TrainResult(Path(out_dir), -1, {}, None)
+        return TrainResult(Path(out_dir), -1, {}, None, replica=True)
 
     # Final: the best prompt (what the artifact holds), scored on the held-out test split.
     best = run.best_artifact(backbone)
