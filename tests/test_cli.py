@@ -48,6 +48,20 @@ def test_info_reports_method_parameters_and_sizes(capsys, trained):
     assert info["bytes"]["prompt.safetensors"] > 0 and info["task"] == "sst2"
 
 
+def test_train_summary_counts_what_was_trained_not_what_is_stored(capsys, tmp_path, tiny_model_dir, data_dir):
+    """Residual PT trains P and an MLP (n·D + 2·D·m + m + D + 2·D) and stores P' alone (n·D): the summary, which a
+    sweep's table reads, gives the trained count."""
+    code, (summary,), _ = run_cli(
+        capsys, "train", "--task", "sst2", "--data-dir", str(data_dir), "--model", tiny_model_dir, "--method",
+        "residual", "--bottleneck", "4", "--prompt-len", "4", "--steps", "1", "--batch-size", "2", "--eval-every", "1",
+        "--max-train-examples", "4", "--max-eval-examples", "4", "--max-test-examples", "4",
+        "--out", str(tmp_path / "residual"), "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    n, m, d = 4, 4, tiny_backbone().hidden_size  # tiny_model_dir is tiny_backbone() saved
+    assert summary["trainable_parameters"] == n * d + (2 * d * m + m + d) + 2 * d
+
+
 def test_eval_prints_json_metrics(capsys, trained, data_dir, tiny_model_dir):
     code, (metrics,), _ = run_cli(
         capsys, "eval", str(trained), "--data-dir", str(data_dir), "--split", "test", "--limit", "16",

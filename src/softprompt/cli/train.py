@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     scorer = Scorer(backbone, task)
     warn_truncated(scorer, {"train": train, "validation": validation, "test": test})
     prompt = new_prompt(prompt_config, backbone, seed=config.seed)
+    # Counted before training: the prompt ends as the stored one, which for residual PT is folded (its MLP dropped)
+    trainable = prompt.num_trainable_parameters()
     print(
-        f"{args.method}: {prompt.num_trainable_parameters():,} trainable parameters on {backbone.name} "
+        f"{args.method}: {trainable:,} trainable parameters on {backbone.name} "
         f"(D={backbone.hidden_size}); {len(train):,} train / {len(validation):,} validation / {len(test):,} test"
     )
     evaluator = LocalEvaluator(scorer)
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "best_step": result.best_step,
         "validation": result.best_validation,
         "test": result.test,
-        "trainable_parameters": prompt.num_trainable_parameters(),
+        "trainable_parameters": trainable,
         "dtype": dtype_name(backbone),
     }
     if zero_shot is not None:
