@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, markdown_table, write_results
 
-from softprompt.models.hardware import BF16_CPU_FLAGS, choose_dtype, cpu_flags
+from softprompt.models.hardware import BF16_CPU_FLAGS, choose_dtype, cpu_flags, dtype_name
 
 SHOWN_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", *BF16_CPU_FLAGS, "amx_tile")
 
@@ -83,7 +83,7 @@ def main() -> None:
         "median_ms": median,
         "bf16_over_fp32_ratio_of_medians": ratio,
         "per_round_ratio_range": [min(per_round), max(per_round)],
-        "auto_choice_here": {"dtype": str(auto_dtype).removeprefix("torch."), "reason": auto_reason},
+        "auto_choice_here": {"dtype": dtype_name(auto_dtype), "reason": auto_reason},
     }
     rows = [[name, f"{median[name]:.1f}", f"{min(ts):.1f}", f"{max(ts):.1f}"] for name, ts in times.items()]
     shown = ", ".join(f"{flag} {'yes' if has else 'no'}" for flag, has in machine["cpu_flags_relevant"].items())

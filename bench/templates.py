@@ -33,6 +33,7 @@ from common import RESULTS_DIR, command_line, load_model, machine_info, markdown
 
 from softprompt.cli.common import subset
 from softprompt.evaluation import evaluate
+from softprompt.models.hardware import dtype_name
 from softprompt.scoring import Scorer
 from softprompt.tasks.builtin import DBPEDIA, get_task
 
@@ -204,7 +205,7 @@ def main() -> None:
         write_results(out, {"settings": settings, "tasks": tasks}, text, earlier["machine"])
         return
     backbone = load_model(args.model, args.dtype)
-    dtype = str(next(backbone.model.parameters()).dtype).removeprefix("torch.")
+    dtype = dtype_name(backbone.dtype)
     results: dict[str, dict] = {}
     previous = RESULTS_DIR / f"{out}.json"
     if args.keep and previous.is_file():  # earlier runs' tasks, in the usual order, unless this run redoes them

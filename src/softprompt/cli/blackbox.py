@@ -20,11 +20,11 @@ from softprompt.cli.common import (
     add_run_args,
     api_key_from_env,
     backbone_from_args,
-    dtype_name,
     resolve_task,
     subset,
 )
 from softprompt.cli.options import add_options, given, positive_int
+from softprompt.models.hardware import dtype_name
 from softprompt.prompts import REGISTRY
 
 RENAME = {"use_scale": "scale", "use_shift": "shift", "bounds": "bound"}
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
 
         backbone = backbone_from_args(args)
         evaluator = LocalEvaluator(Scorer(backbone, task), chunk_size=args.chunk_size)
-        dtype = dtype_name(backbone)
+        dtype = dtype_name(backbone.dtype)
     if args.method == "bbtv2":
         config = replace(config, prompt=replace(prompt_config, num_layers=evaluator.num_layers))
     model = evaluator.describe()

@@ -54,12 +54,6 @@ def backbone_from_args(args: argparse.Namespace, default: str | None = None) -> 
     return load_backbone(name, max_length=args.max_length, dtype=args.dtype, device=args.device)
 
 
-def dtype_name(backbone: Backbone) -> str:
-    """The frozen model's number format as the run used it, for each command's summary: `--dtype auto` resolves by
-    the machine (bfloat16 on a CPU with AVX512-BF16, float32 on one without), so the same command can differ."""
-    return str(backbone.dtype).removeprefix("torch.")
-
-
 def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False, split_files: bool = True) -> None:
     parser.add_argument("--task", required=task_required, help="built-in task name (sst2, rte, mrpc, cola, ...)")
     parser.add_argument("--data-dir", help="folder with the task files (default: $SOFTPROMPT_DATA_DIR, else the hub)")

@@ -9,13 +9,13 @@ from softprompt.cli.common import (
     add_model_args,
     backbone_from_args,
     custom_spec,
-    dtype_name,
     eval_examples,
     resolve_task,
     subset,
     warn_truncated,
 )
 from softprompt.cli.options import positive_int
+from softprompt.models.hardware import dtype_name
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         warn_truncated(scorer, {split: examples})
         metrics = evaluate(LocalEvaluator(scorer), examples, None, args.batch_size, progress=not args.quiet)
         print_json({"task": task.name, "split": split, "prompt": None, "metric": task.metrics[0],
-                    "dtype": dtype_name(backbone), **metrics})  # fmt: skip
+                    "dtype": dtype_name(backbone.dtype), **metrics})  # fmt: skip
         return 0
     if not args.dir:
         raise ValueError("name an artifact folder (or use --zero-shot)")
@@ -62,5 +62,5 @@ def run(args: argparse.Namespace) -> int:
     warn_truncated(tuned.scorer, {split: examples})
     metrics = evaluate(tuned.evaluator, examples, tuned.artifact.prompt, args.batch_size, progress=not args.quiet)
     print_json({"task": tuned.task.name, "split": split, "method": tuned.artifact.method,
-                "dtype": dtype_name(tuned.scorer.backbone), **metrics})  # fmt: skip
+                "dtype": dtype_name(tuned.scorer.backbone.dtype), **metrics})  # fmt: skip
     return 0

@@ -15,13 +15,13 @@ from softprompt.cli.common import (
     add_model_args,
     add_run_args,
     backbone_from_args,
-    dtype_name,
     load_splits,
     method_options,
     resolve_task,
     warn_truncated,
 )
 from softprompt.cli.options import add_options, given, positive_int
+from softprompt.models.hardware import dtype_name
 from softprompt.prompts import REGISTRY
 from softprompt.training.trainer import TrainConfig
 
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         "validation": result.best_validation,
         "test": result.test,
         "trainable_parameters": trainable,
-        "dtype": dtype_name(backbone),
+        "dtype": dtype_name(backbone.dtype),
     }
     if zero_shot is not None:
         summary["zero_shot_test"] = zero_shot

@@ -106,6 +106,11 @@ def _announce(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """`bfloat16` for torch.bfloat16: how summaries, result files and errors name a number format."""
+    return str(dtype).removeprefix("torch.")
+
+
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu", announce: bool = True) -> torch.dtype:
     """A torch dtype from `auto`, a name (`float32`, `bfloat16`, `float16`) or a torch dtype."""
     if isinstance(dtype, torch.dtype):
@@ -115,7 +120,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device = "cpu", 
         flags = cpu_flags() if device.type == "cpu" else frozenset()
         chosen, reason = choose_dtype(device.type, flags, _cuda_bf16(device))
         if announce:
-            _announce(f"dtype: {str(chosen).removeprefix('torch.')} (auto: {reason})")
+            _announce(f"dtype: {dtype_name(chosen)} (auto: {reason})")
         return chosen
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}")

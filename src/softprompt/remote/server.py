@@ -39,6 +39,7 @@ from starlette.concurrency import run_in_threadpool
 
 from softprompt.http_body import CLOSE, Disconnected, Receive, Refusal, Replay, Scope, Send, read_body
 from softprompt.models.backbone import Backbone, EncodedBatch
+from softprompt.models.hardware import dtype_name
 from softprompt.remote import inference
 from softprompt.remote.wire import (
     BATCH_FIELDS,
@@ -102,7 +103,7 @@ def _tensor(tensors: dict[str, torch.Tensor], name: str, dims: int, dtypes: tupl
     if t.dim() != dims:
         raise _bad(f"{name} must have {dims} dimensions, got shape {list(t.shape)}")
     if t.dtype not in dtypes:
-        raise _bad(f"{name} must be {' or '.join(str(d).removeprefix('torch.') for d in dtypes)}, got {t.dtype}")
+        raise _bad(f"{name} must be {' or '.join(dtype_name(d) for d in dtypes)}, got {t.dtype}")
     return t
 
 
