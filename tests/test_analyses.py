@@ -181,3 +181,34 @@ def test_main_table_picks_each_tasks_learning_rate_by_validation_and_compares_wi
     assert table["zero-shot"]["average (2 tasks)"] == "-"
     assert table["ulpt rank=2"]["average % of PT"] == f"{100 * (80 + 57) / (85 + 58):.1f}"  # both tasks, 95.8
     assert table["ulpt rank=2"]["tasks vs PT"] == "2" and table["zero-shot"]["tasks vs PT"] == "1"
+
+
+def test_curves_of_a_sweep_over_tasks_average_seeds_within_a_task_never_across_tasks(tmp_path):
+    # Two tasks, one group, two seeds: each task gets its own panel and rows, the mean of its own two seeds' losses.
+    from softprompt.experiments.analyses import curves
+
+    grid = parse_grid({"tasks": ["sst2", "rte"], "models": ["tiny-llama"], "seeds": [0, 1],
+                       "runs": [{"method": "ulpt", "rank": 2}]})  # fmt: skip
+    losses = {}
+    for i, spec in enumerate(grid.runs):
+        (tmp_path / spec.name).mkdir()
+        (tmp_path / spec.name / "spec.json").write_text(json.dumps(spec.to_dict()))
+        losses[(spec.task, spec.seed)] = [1.0 + i, 0.5 + i]
+        log = [{"step": s, "loss": v} for s, v in zip((5, 10), losses[(spec.task, spec.seed)], strict=True)]
+        (tmp_path / spec.name / "log.jsonl").write_text("\n".join(map(json.dumps, log)) + "\n")
+    curves(tmp_path)
+    table = rows(tmp_path / "curves.csv")
+    assert sorted({r["task"] for r in table}) == ["rte", "sst2"]
+    for task in ("sst2", "rte"):
+        mine = [r for r in table if r["task"] == task]
+        assert [int(r["step"]) for r in mine] == [5, 10] and {r["runs"] for r in mine} == {"2"}
+        for k, r in enumerate(mine):
+            assert float(r["loss_mean"]) == pytest.approx(statistics.fmean(losses[(task, s)][k] for s in (0, 1)))
+
+
+@pytest.mark.parametrize("n", [3, 10, 12, 20, 31])
+def test_figures_give_each_line_its_own_colour(n):
+    # matplotlib's default cycle repeats after 10 colours; the main table has 12 rows
+    from softprompt.experiments.analyses import _colors
+
+    assert len(set(_colors(n))) == n

@@ -2,7 +2,7 @@
 (NAME.csv, NAME.md). The grids that feed them are in experiments/ at the repository root.
 
 * curves        training loss (gradient: the logged mean loss; CMA-ES: the generation's mean loss) against step,
-                mean over seeds, one line per group of runs (`softprompt plot RUN_OR_SWEEP`)
+                one panel per task, one line per group of runs, the mean over its seeds (`softprompt plot`)
 * shift-scale   ULPT ablation (paper Figure 3): none vs shift vs shift+scale, one panel of loss curves per rank,
                 and the final test metric of each variant
 * similarity    cosine similarity across ranks (Figure 4) of the learned shift vectors b and of the learned change
@@ -61,6 +61,7 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     meta = _json(run_dir / "prompt.json") or {}
     config = meta.get("config") or {}
     group = RunSpec.from_dict(spec).group if spec else run_dir.name
+    task = (spec or {}).get("task") or (meta.get("task") or {}).get("name") or ""
     metrics = (meta.get("task") or {}).get("metrics") or [None]
     metric = (result or {}).get("metric") or metrics[0]
     summary = (result or {}).get("summary") or {}
@@ -68,6 +69,8 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     return {
         "dir": run_dir,
         "group": group,
+        "task": Path(task).stem if task.endswith((".yaml", ".yml", ".json")) else task,
+        "model": (spec or {}).get("model") or "",
         "seed": spec["seed"] if spec else 0,
         "method": meta.get("method") or (spec or {}).get("method"),
         "rank": config.get("rank"),
@@ -125,12 +128,29 @@ def _pyplot():
     return plt
 
 
+def _colors(n: int) -> list[tuple[float, ...]]:
+    """n colours a reader can tell apart. Matplotlib's default cycle repeats after 10, and a main table or a sweep's
+    curves often have more lines (12 in results/main_table_cpu): then tab20's dark shades, then its light ones, and
+    past 20 evenly spaced hues."""
+    plt = _pyplot()
+    if n <= 10:
+        return [plt.get_cmap("tab10")(i) for i in range(n)]
+    if n <= 20:
+        return [plt.get_cmap("tab20")(i) for i in [*range(0, 20, 2), *range(1, 20, 2)][:n]]
+    return [plt.get_cmap("hsv")(i / n) for i in range(n)]
+
+
+def _legend_outside(ax: Any) -> None:
+    """The legend right of the axes, where it covers no bar or line (`_write` saves with a tight bounding box)."""
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+
+
 def _write(out: Path, name: str, fig: Any, rows: list[dict[str, Any]], title: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     png = out / f"{name}.png"
     if not fig.get_constrained_layout():
         fig.tight_layout()
-    fig.savefig(png, dpi=120)
+    fig.savefig(png, dpi=120, bbox_inches="tight")
     _pyplot().close(fig)
     _replace(out / f"{name}.csv", _csv(rows))
     head = list(rows[0]) if rows else []
@@ -161,18 +181,31 @@ def _metric_rows(groups: dict[Any, list[dict[str, Any]]], **columns: Callable[[A
 
 # --- the analyses ------------------------------------------------------------------------------------------------
 def curves(target: str | Path, out: str | Path | None = None) -> Path:
-    """Training curves of a run or of every group of a sweep (mean over seeds)."""
+    """Training curves of a run or of every group of a sweep: one panel per task (and model), one line per group,
+    the mean over its seeds. A group keeps its colour in every panel."""
     plt = _pyplot()
     runs = [describe_run(d) for d in run_dirs(target)]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    several_models = len({r["model"] for r in runs}) > 1
+    panels = _groups(runs, lambda r: f"{r['task']} ({r['model']})" if several_models else r["task"])
+    names = list(dict.fromkeys(r["group"] for r in runs))
+    color = dict(zip(names, _colors(len(names)), strict=True))
+    columns = min(3, len(panels))
+    lines = -(-len(panels) // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(5 * columns, 3.6 * lines), squeeze=False)
     rows = []
-    for group, members in _groups(runs, lambda r: r["group"]).items():
-        steps, means, stds = _mean_curve([m["dir"] for m in members])
-        ax.plot(steps, means, label=f"{group} ({len(members)} seed{'s' * (len(members) > 1)})")
-        rows += [{"group": group, "step": s, "loss_mean": m, "loss_std": d, "runs": len(members)}
-                 for s, m, d in zip(steps, means, stds, strict=True)]  # fmt: skip
-    ax.set(xlabel="step (CMA-ES: model calls)", ylabel="training loss", title=f"training curves: {Path(target).name}")
-    ax.legend(fontsize=7)
+    for ax, (panel, members) in zip(axes.flat, panels.items(), strict=False):
+        for group, seeds in _groups(members, lambda r: r["group"]).items():
+            steps, means, stds = _mean_curve([m["dir"] for m in seeds])
+            ax.plot(steps, means, color=color[group], label=group)
+            rows += [{"task": panel, "group": group, "step": s, "loss_mean": m, "loss_std": d, "runs": len(seeds)}
+                     for s, m, d in zip(steps, means, stds, strict=True)]  # fmt: skip
+        ax.set(xlabel="step (CMA-ES: model calls)", ylabel="training loss", title=panel or Path(target).name)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    seeds = max(len(m) for p in panels.values() for m in _groups(p, lambda r: r["group"]).values())
+    fig.suptitle(f"training curves: {Path(target).name}" + (f" (mean over seeds, up to {seeds})" if seeds > 1 else ""))
+    handles = [plt.Line2D([], [], color=color[n], label=n) for n in names]
+    fig.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     return _write(Path(out or target), "curves", fig, rows, f"Training curves of {Path(target).name}")
 
 
@@ -352,13 +385,13 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
             row["average % of PT"] = _one_decimal(100 * ours / theirs) if theirs else "-"
             row["tasks vs PT"] = len(both)
             row["parameters % of PT"] = _one_decimal(100 * score["parameters"] / pt["parameters"])
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(tasks)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, max(1.4, 0.4 + 0.12 * len(methods)) * len(tasks)), 4))  # room for labels
     width = 0.8 / len(methods)
-    for i, (method, score) in enumerate(zip(methods, scores, strict=True)):
-        ax.bar([j + i * width for j in range(len(tasks))], [score[t] for t in tasks], width, label=method)
+    for i, (method, score, color) in enumerate(zip(methods, scores, _colors(len(methods)), strict=True)):
+        ax.bar([j + i * width for j in range(len(tasks))], [score[t] for t in tasks], width, label=method, color=color)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(tasks))], [f"{t}\n{metric[t]}" for t in tasks], fontsize=8)
     ax.set(ylabel="test metric × 100", title=f"main table: {Path(sweep).name}")
-    ax.legend(fontsize=7)
+    _legend_outside(ax)
     return _write(Path(out or sweep), "main-table", fig, rows, f"Main table: {Path(sweep).name} (test metric × 100)")
 
 

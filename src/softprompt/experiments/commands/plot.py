@@ -1,5 +1,5 @@
-"""`softprompt plot RUN_OR_SWEEP`: training curves (from log.jsonl) of one run, or of every group of a sweep (mean
-over seeds), as curves.png with the numbers behind it in curves.csv and curves.md."""
+"""`softprompt plot RUN_OR_SWEEP`: training curves (from log.jsonl) of one run, or of every group of a sweep (a panel
+per task, the mean over seeds), as curves.png with the numbers behind it in curves.csv and curves.md."""
 
 from __future__ import annotations
 
