@@ -331,10 +331,11 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     tasks for each method that has finished them all ("-" until then, so every average shown is over the same
     tasks); with a prompt-tuning row, each row's average as a % of prompt tuning's over the tasks the two have both
     finished ("tasks vs PT")."""
-    from softprompt.experiments.results import read_runs
+    from softprompt.experiments.results import read_results, run_row
 
     plt = _pyplot()
-    runs = read_runs(sweep)  # result.json of every finished run, zero-shot runs included (they have no log)
+    results = read_results(sweep)  # every finished run, zero-shot runs included (they have no log)
+    runs = [run_row(r) for r in results]
     if not runs:
         raise ValueError(f"{sweep}: no finished runs yet")
     grid = Path(sweep) / "grid.json"  # rows and columns in the grid's order when the sweep wrote it
@@ -344,7 +345,7 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     tasks = [t for t in tasks if any(r["task"] == t for r in runs)]
     methods = [m for m in methods if any(r["group"] == m for r in runs)]
     by_cell = _groups(runs, lambda r: (r["group"], r["task"]))
-    choices = _lr_choices(sweep, runs, methods)
+    choices = _lr_choices(results, methods)
     selections = []  # the "(lr by validation)" rows
     for base, members in choices.items():
         name = f"{base} (lr by validation)"
@@ -395,18 +396,16 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     return _write(Path(out or sweep), "main-table", fig, rows, f"Main table: {Path(sweep).name} (test metric × 100)")
 
 
-def _lr_choices(sweep: str | Path, runs: list[dict[str, Any]], methods: list[str]) -> dict[str, list[str]]:
+def _lr_choices(results: list[dict[str, Any]], methods: list[str]) -> dict[str, list[str]]:
     """Groups that differ only in their learning rate, under the name of the group without one (in table order):
     what a "(lr by validation)" row chooses from."""
-    from softprompt.experiments.worker import read_result
-
     members: dict[str, list[str]] = {}
-    for r in runs:
-        spec = RunSpec.from_dict(read_result(Path(sweep) / r["name"])["spec"])
+    for result in results:
+        spec = RunSpec.from_dict(result["spec"])
         base = replace(spec, settings={k: v for k, v in spec.settings.items() if k != "lr"}, label="").group
         members.setdefault(base, [])
-        if r["group"] not in members[base]:
-            members[base].append(r["group"])
+        if spec.group not in members[base]:
+            members[base].append(spec.group)
     return {base: sorted(groups, key=methods.index) for base, groups in members.items() if len(groups) > 1}
 
 

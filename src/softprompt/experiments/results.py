@@ -121,9 +121,14 @@ def write_tables(out_dir: Path, results: Sequence[dict[str, Any]], title: str = 
     return groups
 
 
-def read_runs(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The finished runs of a sweep folder (every */result.json), as rows."""
+def read_results(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The result.json of every finished run of a sweep folder, in folder order."""
     from softprompt.experiments.worker import read_result
 
     results = [read_result(p.parent) for p in sorted(Path(out_dir).glob("*/result.json"))]
-    return [run_row(r) for r in results if r and r.get("status") == "done"]
+    return [r for r in results if r and r.get("status") == "done"]
+
+
+def read_runs(out_dir: str | Path) -> list[dict[str, Any]]:
+    """The finished runs of a sweep folder (every */result.json), as rows."""
+    return [run_row(r) for r in read_results(out_dir)]
