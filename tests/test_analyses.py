@@ -212,3 +212,23 @@ def test_figures_give_each_line_its_own_colour(n):
     from softprompt.experiments.analyses import _colors
 
     assert len(set(_colors(n))) == n
+
+
+def test_main_table_says_when_a_cell_is_the_mean_of_fewer_seeds_than_its_row(tmp_path):
+    from softprompt.experiments.analyses import main_table
+    from softprompt.experiments.worker import RESULT
+
+    grid = parse_grid({"tasks": ["sst2", "rte"], "models": ["tiny-llama"], "seeds": [0, 1, 2],
+                       "runs": [{"method": "prompt_tuning"}]})  # fmt: skip
+    tests = {"sst2": [0.80, 0.90, 0.70], "rte": [0.50, 0.60]}  # rte's seed 2 has not finished
+    for spec in grid.runs:
+        if spec.seed >= len(tests[spec.task]):
+            continue
+        summary = {"test": {"accuracy": tests[spec.task][spec.seed]}, "trainable_parameters": 100}
+        (tmp_path / spec.name).mkdir()
+        result = {"name": spec.name, "spec": spec.to_dict(), "status": "done", "metric": "accuracy", "summary": summary}
+        (tmp_path / spec.name / RESULT).write_text(json.dumps(result))
+    main_table(tmp_path)
+    (row,) = rows(tmp_path / "main-table.csv")
+    assert row["seeds"] == "3" and row["sst2 (accuracy)"] == "80.0"
+    assert row["rte (accuracy)"] == "55.0 (2 of 3 seeds)"

@@ -363,11 +363,15 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
         row: dict[str, Any] = {"method": method}
         params = {r["parameters"] for t in tasks for r in by_cell.get((method, t), [])}
         row["parameters"] = f"{next(iter(params)):,.0f}" if len(params) == 1 else "varies"
-        row["seeds"] = max(len(by_cell.get((method, t), [])) for t in tasks)
+        seeds = {t: len(by_cell.get((method, t), [])) for t in tasks}
+        row["seeds"] = max(seeds.values())
         score = {t: 100 * _mean_std([r["test"] for r in by_cell.get((method, t), [])])[0] for t in tasks}
         values = [score[t] for t in tasks]
         score["average"] = statistics.fmean(values) if all(map(math.isfinite, values)) else math.nan
-        row.update({f"{t} ({metric[t]})": _one_decimal(score[t]) for t in tasks})
+        # a cell whose seeds have not all finished says over how many it is the mean
+        row.update({f"{t} ({metric[t]})": _one_decimal(score[t]) + (f" ({seeds[t]} of {row['seeds']} seeds)"
+                                                                     if 0 < seeds[t] < row["seeds"] else "")
+                    for t in tasks})  # fmt: skip
         row[f"average ({len(tasks)} tasks)"] = _one_decimal(score["average"])
         if choices:  # which lr each selection row took, per task
             chosen = [f"{t}: {by_cell[(method, t)][0]['group']}" for t in tasks if (method, t) in by_cell]
