@@ -69,9 +69,14 @@ def load_model(name: str, dtype: str = "auto") -> Any:
     """The benchmark's frozen `Backbone`: 'tiny' is a tiny random Llama (a seconds-long check of the script),
     anything else goes to `softprompt.models.load_backbone`."""
     if name == "tiny":
+        import torch
+
         from softprompt.models.tiny import tiny_backbone
 
-        return tiny_backbone()
+        backbone = tiny_backbone()
+        if dtype != "auto":  # a smoke run of a dtype comparison needs the format it names
+            backbone.model.to(dtype=getattr(torch, dtype))
+        return backbone
     from softprompt.models import load_backbone
 
     return load_backbone(name, dtype=dtype)

@@ -29,6 +29,7 @@ from common import load_model, markdown_table, write_results
 from softprompt.evaluator import LocalEvaluator
 from softprompt.models.hardware import BF16_CPU_FLAGS, choose_dtype, cpu_flags, dtype_name
 from softprompt.models.inputs import PromptInputs
+from softprompt.models.statistics import embedding_std
 from softprompt.scoring import Scorer
 from softprompt.tasks.builtin import get_task
 from softprompt.tasks.fewshot import train_dev_k_shot
@@ -49,15 +50,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    if args.model == "tiny":
-        from softprompt.models.tiny import tiny_backbone_named
-
-        backbones = {d: tiny_backbone_named("tiny-llama", dtype=getattr(torch, d)) for d in DTYPES}
-    else:
-        backbones = {d: load_model(args.model, dtype=d) for d in DTYPES}
+    backbones = {d: load_model(args.model, dtype=d) for d in DTYPES}
     fp32 = backbones["float32"]
     gen = torch.Generator().manual_seed(0)
-    scale = float(fp32.word_embeddings.weight.float().std())
+    scale = embedding_std(fp32)
     shape = (args.population, args.prompt_len, fp32.hidden_size)
     prompts = PromptInputs(embeds=scale * torch.randn(*shape, generator=gen))
     order = random.Random(args.seed)

@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_model, markdown_table, write_results
 
 from softprompt.evaluator import LocalEvaluator
+from softprompt.models.hardware import dtype_name
 from softprompt.models.inputs import PromptInputs
+from softprompt.models.statistics import embedding_std
 from softprompt.scoring import Scorer, ScoringBatch
 from softprompt.tasks.base import Example
 from softprompt.tasks.builtin import get_task
@@ -69,7 +71,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     backbone = load_model(args.model)
     gen = torch.Generator().manual_seed(0)
-    scale = float(backbone.word_embeddings.weight.float().std())
+    scale = embedding_std(backbone)
     shape = (args.population, args.prompt_len, backbone.hidden_size)
     prompts = PromptInputs(embeds=scale * torch.randn(*shape, generator=gen))
     rows, results = [], []
@@ -101,7 +103,7 @@ def main() -> None:
     table = markdown_table(
         ["task", "examples", "text positions", "run, one batch", "run, grouped", "one batch s/call",
          "grouped s/call", "speed-up", "max |Δ prob|"], rows)  # fmt: skip
-    setup = (f"{backbone.name} ({str(backbone.dtype).replace('torch.', '')}), {args.shots}-shot training sets of "
+    setup = (f"{backbone.name} ({dtype_name(backbone.dtype)}), {args.shots}-shot training sets of "
              f"seed {args.seed} from `{args.data_dir}` (train split), {args.population} candidates of n = "
              f"{args.prompt_len} per call of `label_scores`, chunk {args.chunk_size} rows, through the key/value "
              f"prefix; {args.threads} torch thread(s), median of {args.rounds} alternating round(s). "

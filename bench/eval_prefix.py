@@ -31,7 +31,9 @@ from common import load_model, markdown_table, write_results
 from softprompt.cli.common import subset
 from softprompt.evaluation import label_probabilities
 from softprompt.evaluator import LocalEvaluator
+from softprompt.models.hardware import dtype_name
 from softprompt.models.inputs import PromptInputs
+from softprompt.models.statistics import embedding_std
 from softprompt.scoring import Scorer
 from softprompt.tasks.builtin import get_task
 
@@ -54,7 +56,7 @@ def main() -> None:
     test = task.load("test", args.data_dir)
     scorer = Scorer(backbone, task)
     gen = torch.Generator().manual_seed(0)
-    scale = float(backbone.word_embeddings.weight.float().std())
+    scale = embedding_std(backbone)
 
     def prompts(rows: int, n: int) -> PromptInputs:
         return PromptInputs(embeds=scale * torch.randn(rows, n, backbone.hidden_size, generator=gen))
@@ -90,7 +92,7 @@ def main() -> None:
     table = markdown_table(
         ["workload", "prompts", "prompt len", "examples", "inserted rows/s", "prefix rows/s", "speed-up",
          "max |Δ prob|"], rows)  # fmt: skip
-    setup = (f"{backbone.name} ({str(backbone.dtype).replace('torch.', '')}), SST-2 dev from `{args.data_dir}`, "
+    setup = (f"{backbone.name} ({dtype_name(backbone.dtype)}), SST-2 dev from `{args.data_dir}`, "
              f"{args.threads} torch thread(s), median of {args.rounds} alternating round(s); prompts are random "
              f"vectors at the embedding scale (timing and agreement do not depend on training).\n\n")  # fmt: skip
     name = "eval_prefix_tiny" if args.model == "tiny" else "eval_prefix"  # a smoke run never replaces the real result

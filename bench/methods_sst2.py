@@ -46,6 +46,7 @@ from softprompt.api import make_prompt_config, new_prompt
 from softprompt.cli.common import subset
 from softprompt.evaluation import evaluate
 from softprompt.models import DEFAULT_MODEL
+from softprompt.models.hardware import dtype_name
 from softprompt.prompts import DePTConfig
 from softprompt.scoring import Scorer
 from softprompt.tasks.builtin import get_task
@@ -236,7 +237,7 @@ def main() -> None:
     max_length = backbone.dims.max_length
     plan = runs(args, backbone.hidden_size, max_length)
     setup = (
-        f"SST-2 (template {task.template!r}), {backbone.name} ({str(backbone.dtype).replace('torch.', '')}), "
+        f"SST-2 (template {task.template!r}), {backbone.name} ({dtype_name(backbone.dtype)}), "
         f"{args.threads} torch thread(s); "
         f"every method: prompt length n = {args.prompt_len}, {args.steps} steps × batch {args.batch_size} "
         f"(same batches, seed {args.seed}), validation every {args.eval_every} steps on {len(validation)} carved "
