@@ -20,6 +20,7 @@ import json
 import sys
 from pathlib import Path
 
+from softprompt.fileio import atomic_write
 from softprompt.models.shapes import load_shape
 from softprompt.prompts import REGISTRY
 
@@ -33,6 +34,10 @@ def counted(spec: dict) -> int | None:
     values = {**spec.get("common", {}), **spec.get("settings", {})}
     config = config_class(**{k: v for k, v in values.items() if k in fields and k != "method"})
     return config.count_parameters(load_shape(spec["model"], int(values.get("max_length", 256))))
+
+
+def _save(path: Path, result: dict) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["trainable_parameters_reported"] = reported
             summary["trainable_parameters"] = count
             summary["trainable_parameters_recounted_by"] = "scripts/recount_parameters.py"
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(result, indent=1))
-            tmp.replace(path)
+            _save(path, result)
     print(f"{differing} run(s) differ{' (mended)' if args.write and differing else ''}", file=sys.stderr)
     return 0
 

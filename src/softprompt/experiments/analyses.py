@@ -60,18 +60,17 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     spec, result = _json(run_dir / SPEC), read_result(run_dir)
     meta = _json(run_dir / "prompt.json") or {}
     config = meta.get("config") or {}
-    group = RunSpec.from_dict(spec).group if spec else run_dir.name
-    task = (spec or {}).get("task") or (meta.get("task") or {}).get("name") or ""
+    run = RunSpec.from_dict(spec) if spec else None
     metrics = (meta.get("task") or {}).get("metrics") or [None]
     metric = (result or {}).get("metric") or metrics[0]
     summary = (result or {}).get("summary") or {}
     validation = summary.get("validation") or summary.get("dev") or (meta.get("metrics") or {}).get("validation") or {}
     return {
         "dir": run_dir,
-        "group": group,
-        "task": Path(task).stem if task.endswith((".yaml", ".yml", ".json")) else task,
-        "model": (spec or {}).get("model") or "",
-        "seed": spec["seed"] if spec else 0,
+        "group": run.group if run else run_dir.name,
+        "task": run.task_name if run else (meta.get("task") or {}).get("name") or "",
+        "model": run.model if run else "",
+        "seed": run.seed if run else 0,
         "method": meta.get("method") or (spec or {}).get("method"),
         "rank": config.get("rank"),
         "prompt_len": config.get("prompt_len"),
@@ -190,20 +189,21 @@ def curves(target: str | Path, out: str | Path | None = None) -> Path:
     names = list(dict.fromkeys(r["group"] for r in runs))
     color = dict(zip(names, _colors(len(names)), strict=True))
     columns = min(3, len(panels))
-    lines = -(-len(panels) // columns)
+    lines = math.ceil(len(panels) / columns)
     fig, axes = plt.subplots(lines, columns, figsize=(5 * columns, 3.6 * lines), squeeze=False)
-    rows = []
+    rows, most_seeds = [], 1
     for ax, (panel, members) in zip(axes.flat, panels.items(), strict=False):
         for group, seeds in _groups(members, lambda r: r["group"]).items():
             steps, means, stds = _mean_curve([m["dir"] for m in seeds])
             ax.plot(steps, means, color=color[group], label=group)
             rows += [{"task": panel, "group": group, "step": s, "loss_mean": m, "loss_std": d, "runs": len(seeds)}
                      for s, m, d in zip(steps, means, stds, strict=True)]  # fmt: skip
+            most_seeds = max(most_seeds, len(seeds))
         ax.set(xlabel="step (CMA-ES: model calls)", ylabel="training loss", title=panel or Path(target).name)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
-    seeds = max(len(m) for p in panels.values() for m in _groups(p, lambda r: r["group"]).values())
-    fig.suptitle(f"training curves: {Path(target).name}" + (f" (mean over seeds, up to {seeds})" if seeds > 1 else ""))
+    suffix = f" (mean over seeds, up to {most_seeds})" if most_seeds > 1 else ""
+    fig.suptitle(f"training curves: {Path(target).name}{suffix}")
     handles = [plt.Line2D([], [], color=color[n], label=n) for n in names]
     fig.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.95))
     return _write(Path(out or target), "curves", fig, rows, f"Training curves of {Path(target).name}")

@@ -25,18 +25,17 @@ METRICS = ("test", "validation", "parameters", "wall_s")
 
 def run_row(result: dict[str, Any]) -> dict[str, Any]:
     """One finished run as a flat row."""
-    spec, summary, metric = result["spec"], result["summary"], result.get("metric")
-    task = Path(spec["task"]).stem if spec["task"].endswith((".yaml", ".yml", ".json")) else spec["task"]
-    validation = summary.get("validation") or summary.get("dev") or {}
     from softprompt.experiments.grid import RunSpec
 
+    run, summary, metric = RunSpec.from_dict(result["spec"]), result["summary"], result.get("metric")
+    validation = summary.get("validation") or summary.get("dev") or {}
     return {
-        "task": task,
-        "model": spec["model"],
-        "method": spec["method"],
-        "optimizer": spec["optimizer"],
-        "group": RunSpec.from_dict(spec).group,
-        "seed": spec["seed"],
+        "task": run.task_name,
+        "model": run.model,
+        "method": run.method,
+        "optimizer": run.optimizer,
+        "group": run.group,
+        "seed": run.seed,
         "metric": metric,
         "test": (summary.get("test") or {}).get(metric, math.nan),
         "validation": validation.get(metric, math.nan),
