@@ -45,8 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", type=Path, help="a sweep's output folder")
     parser.add_argument("--write", action="store_true", help="mend the differing counts in result.json")
     args = parser.parse_args(argv)
+    paths = sorted(args.sweep.glob("*/result.json"))
+    if not paths:
+        parser.error(f"{args.sweep}: no finished runs (no */result.json): not a sweep's output folder")
     differing = 0
-    for path in sorted(args.sweep.glob("*/result.json")):
+    for path in paths:
         result = json.loads(path.read_text())
         reported = result.get("summary", {}).get("trainable_parameters")
         if reported is None or result["spec"].get("optimizer", "gradient") != "gradient":
