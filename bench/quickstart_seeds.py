@@ -40,6 +40,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     p.add_argument("--model", default=None, help="default: the README's (the embedded SmolLM2); 'tiny' for a smoke run")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--name", default="quickstart_seeds", help="result file name under bench/results/ (another CPU's "
+                   "run beside the committed one)")  # fmt: skip
     p.add_argument("extra", nargs="*", help="options after -- replace the README's (e.g. -- --steps 200 --lr 0.1)")
     return p.parse_args()
 
@@ -94,7 +96,7 @@ def main() -> None:
             f"zero-shot {100 * zero_shot:.1f}: margin {100 * (mean - zero_shot):+.1f} points.\n\n"
             + markdown_table(["seed", "test accuracy", "best step", "validation accuracy", "time (s)"], rows)
         )
-        write_results("quickstart_seeds" + ("_tiny" if args.model == "tiny" else ""),
+        write_results(args.name + ("_tiny" if args.model == "tiny" else ""),
                       {"settings": {**vars(args), "argv": argv}, "summary": summary, "runs": runs}, text,
                       machine_info())  # fmt: skip
 
