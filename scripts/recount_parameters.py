@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from softprompt.fileio import atomic_write
+from softprompt.fileio import atomic_write_text
 from softprompt.models.shapes import load_shape
 from softprompt.prompts import REGISTRY
 
@@ -37,7 +37,7 @@ def counted(spec: dict) -> int | None:
 
 
 def _save(path: Path, result: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1)))
+    atomic_write_text(path, json.dumps(result, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:

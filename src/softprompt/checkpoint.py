@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from softprompt.fileio import atomic_write
+from softprompt.fileio import atomic_write, atomic_write_text
 
 LATEST = "latest.json"
 
@@ -29,8 +29,8 @@ def save_checkpoint(folder: str | os.PathLike[str], step: int, tensors: dict[str
     atomic_write(
         folder / f"{stem}.safetensors", lambda p: save_file({k: v.contiguous() for k, v in tensors.items()}, p)
     )
-    atomic_write(folder / f"{stem}.json", lambda p: Path(p).write_text(json.dumps(state)))
-    atomic_write(folder / LATEST, lambda p: Path(p).write_text(json.dumps({"stem": stem, "step": step})))
+    atomic_write_text(folder / f"{stem}.json", json.dumps(state))
+    atomic_write_text(folder / LATEST, json.dumps({"stem": stem, "step": step}))
     for old in folder.glob("step-*"):  # keep only the newest pair
         if not old.name.startswith(stem):
             old.unlink(missing_ok=True)

@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from softprompt.experiments.grid import RunSpec, parse_grid
-from softprompt.experiments.results import _csv, _fmt, _replace
+from softprompt.experiments.results import _csv, _fmt
+from softprompt.fileio import atomic_write_text
 
 SPEC = "spec.json"
 
@@ -151,12 +152,12 @@ def _write(out: Path, name: str, fig: Any, rows: list[dict[str, Any]], title: st
         fig.tight_layout()
     fig.savefig(png, dpi=120, bbox_inches="tight")
     _pyplot().close(fig)
-    _replace(out / f"{name}.csv", _csv(rows))
+    atomic_write_text(out / f"{name}.csv", _csv(rows))
     head = list(rows[0]) if rows else []
     cells = [[_cell(r[k]) for k in head] for r in rows]
     md = [f"# {title}\n", f"![{name}]({name}.png)\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     md += ["| " + " | ".join(c) + " |" for c in cells]
-    _replace(out / f"{name}.md", "\n".join(md) + "\n")
+    atomic_write_text(out / f"{name}.md", "\n".join(md) + "\n")
     return png
 
 

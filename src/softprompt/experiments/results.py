@@ -13,11 +13,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from softprompt.fileio import atomic_write_text
 
 GROUP = ("task", "model", "method", "optimizer", "group")
 METRICS = ("test", "validation", "parameters", "wall_s")
@@ -104,19 +105,13 @@ def _csv(rows: Sequence[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
-def _replace(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_tables(out_dir: Path, results: Sequence[dict[str, Any]], title: str = "") -> list[dict[str, Any]]:
     """Rewrite runs.csv, results.csv and results.md from the finished runs' results; returns the groups."""
     rows = [run_row(r) for r in results if r.get("status") == "done"]
     groups = group_rows(rows)
-    _replace(out_dir / "runs.csv", _csv(rows))
-    _replace(out_dir / "results.csv", _csv(groups))
-    _replace(out_dir / "results.md", markdown(groups, title))
+    atomic_write_text(out_dir / "runs.csv", _csv(rows))
+    atomic_write_text(out_dir / "results.csv", _csv(groups))
+    atomic_write_text(out_dir / "results.md", markdown(groups, title))
     return groups
 
 

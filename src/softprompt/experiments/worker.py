@@ -31,6 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from softprompt.fileio import atomic_write_text
+
 RESULT = "result.json"
 
 
@@ -41,10 +43,8 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text())
 
 
-def _write_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=float))
-    os.replace(tmp, path)
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(path, json.dumps(data, indent=1, default=float))
 
 
 @contextlib.contextmanager
@@ -93,7 +93,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
         if done is not None:
             return done
         resume = has_checkpoint(run_dir / "checkpoint")
-        _write_atomic(run_dir / "spec.json", run.to_dict())  # what the run is, for plots of unfinished runs
+        _write_json(run_dir / "spec.json", run.to_dict())  # what the run is, for plots of unfinished runs
         with (run_dir / "attempts.jsonl").open("a") as f:
             f.write(json.dumps({"time": time.time(), "pid": os.getpid(), "resume": resume}) + "\n")
         zero_shot = run.method == ZERO_SHOT
@@ -118,7 +118,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
         else:
             metric = _primary_metric(run_dir)
         result = {**record, "status": "done", "metric": metric, "dtype": dtype, "summary": summary}
-        _write_atomic(run_dir / RESULT, result)
+        _write_json(run_dir / RESULT, result)
         return result
 
 

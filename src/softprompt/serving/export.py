@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from softprompt.artifact import MAX_TENSOR_BYTES, ArtifactError, PromptArtifact
-from softprompt.fileio import atomic_write
+from softprompt.fileio import atomic_write, atomic_write_text
 from softprompt.models.backbone import Backbone
 from softprompt.prompts import PromptTuningConfig, build_prompt
 from softprompt.safeio import UnsafeInputError, non_finite, read_json_object, read_safetensors
@@ -104,7 +104,7 @@ def export_peft(
     }
     weights = safetensors_bytes({PEFT_KEY: matrix}, metadata={"format": "pt"})
     atomic_write(folder / PEFT_WEIGHTS, lambda p: Path(p).write_bytes(weights))
-    atomic_write(folder / PEFT_CONFIG, lambda p: Path(p).write_text(json.dumps(config, indent=2) + "\n"))
+    atomic_write_text(folder / PEFT_CONFIG, json.dumps(config, indent=2) + "\n")
     return folder
 
 
@@ -125,7 +125,7 @@ def export_embeds(artifact: PromptArtifact, out: str | os.PathLike[str], *, over
     readme = EMBEDS_README.format(
         n=matrix.shape[0], dim=matrix.shape[1], method=artifact.method, model=metadata["model"], template=template
     )
-    atomic_write(folder / "README.md", lambda p: Path(p).write_text(readme))
+    atomic_write_text(folder / "README.md", readme)
     return folder
 
 
