@@ -159,6 +159,26 @@ def start_sweep(grid: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def test_time_left_counts_each_run_at_its_own_groups_wall_time_not_one_mean_over_all_runs():
+    from softprompt.experiments.sweep import _TimeLeft
+
+    grid = parse_grid({"tasks": ["sst2", "rte"], "seeds": [0, 1, 2],
+                       "runs": [{"method": "zero-shot"}, {"method": "bbt", "budget": 100}]})  # fmt: skip
+    run = {(r.task_name, r.method, r.seed): r for r in grid.runs}
+    left = [r for r in grid.runs if r.seed != 0 or r.task_name == "rte"]  # sst2's seed-0 runs have finished
+    time_left = _TimeLeft(slots=2)
+    time_left.add(run["sst2", "zero-shot", 0], {"status": "done", "wall_s": 10.0})
+    time_left.add(run["sst2", "bbt", 0], {"status": "done", "wall_s": 1000.0})
+    time_left.add(run["sst2", "bbt", 1], {"status": "done", "wall_s": 7.0, "resumed": True})  # its last part only
+    time_left.add(run["sst2", "bbt", 2], {"status": "failed", "wall_s": 3.0})
+    # sst2: 2 zero-shot runs x 10 s + 2 searches x 1000 s, on 2 slots; rte's 6 runs belong to no timed group
+    assert time_left.text(left) == "eta 1010 s + 6 run(s) of groups not yet timed"
+    assert _TimeLeft(slots=0, walls=time_left.walls).text(left).startswith("eta 2020 s one at a time")  # Ray
+    assert _TimeLeft(slots=2).text(left) == "eta unknown"
+    assert time_left.text([run["sst2", "bbt", 1]]) == "eta 1000 s"  # one run left: one slot busy
+    assert time_left.text([]) == "done"
+
+
 def test_sweep_killed_mid_run_then_restarted_loses_nothing_and_runs_nothing_twice(tmp_path):
     grid_file = sweep_grid(tmp_path, steps=400)
     grid = load_grid(grid_file)

@@ -6,7 +6,10 @@
 
 Runs whose folder has `result.json` are finished and skipped; the others start, or resume from their checkpoint
 (softprompt.experiments.worker), so a sweep killed at any moment and started again loses nothing and runs nothing
-twice. One progress line per finished run.
+twice. One progress line per finished run, with the time left: each unfinished run is expected to take what the
+finished runs of its group (same task, model, method and settings, any seed) took, spread over the parallel slots;
+runs of groups with no finished run yet are counted, not guessed (a zero-shot run and a 1,500-call search differ
+by 100x, so one mean over all runs says nothing).
 
 * Local: each run in its own subprocess, `jobs` at a time, each with `threads` torch threads (and OMP/MKL threads),
   so N runs share the machine without oversubscribing it.
@@ -19,9 +22,9 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -42,6 +45,34 @@ class SweepReport:
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.results if r.get("status") != "done"]
+
+
+@dataclass
+class _TimeLeft:
+    """Expected seconds left: a run takes the mean wall time of its group's finished runs; `slots` run at once
+    (0: not known, as on a Ray cluster; the estimate is then one run after another)."""
+
+    slots: int
+    walls: dict[tuple[str, str, str], list[float]] = field(default_factory=dict)
+
+    @staticmethod
+    def _key(spec: RunSpec) -> tuple[str, str, str]:
+        return (spec.task_name, spec.model, spec.group)
+
+    def add(self, spec: RunSpec, result: dict[str, Any]) -> None:
+        """Learn from a finished run; a resumed run's wall time covers only its last part, so it is not used."""
+        if result.get("status") == "done" and not result.get("resumed") and "wall_s" in result:
+            self.walls.setdefault(self._key(spec), []).append(float(result["wall_s"]))
+
+    def text(self, left: list[RunSpec]) -> str:
+        if not left:
+            return "done"
+        known = [statistics.fmean(self.walls[k]) for k in map(self._key, left) if k in self.walls]
+        untimed = len(left) - len(known)
+        slots = min(self.slots, len(left)) if self.slots else 1
+        serial = "" if self.slots else " one at a time"
+        eta = f"eta {sum(known) / slots:.0f} s{serial}" if known else "eta unknown"
+        return eta + (f" + {untimed} run(s) of groups not yet timed" if untimed and known else "")
 
 
 def _python_path() -> str:
@@ -122,17 +153,22 @@ def run_sweep(
     echo(f"sweep {grid.name}: {total} runs, {len(skipped)} finished before, {len(pending)} to run -> {out_dir}")
     if results:
         write_tables(out_dir, _ordered(grid, results), grid.name)
-    started = time.perf_counter()
+    specs = {s.name: s for s in grid.runs}
+    time_left = _TimeLeft(slots=0 if ray_address else jobs)
+    for name, result in results.items():
+        time_left.add(specs[name], result)
     if not pending:
         stream: Iterable[dict[str, Any]] = ()
     elif ray_address:
         stream = _ray(pending, out_dir, ray_address, threads)
     else:
         stream = _local(pending, out_dir, jobs, threads)
-    for count, result in enumerate(stream, 1):
+    for result in stream:
         results[result["name"]] = result
+        time_left.add(specs[result["name"]], result)
         write_tables(out_dir, _ordered(grid, results), grid.name)
-        echo(_progress(result, count, len(pending), len(results), total, time.perf_counter() - started))
+        left = [s for s in pending if s.name not in results]
+        echo(_progress(result, len(results), total, time_left.text(left)))
     report = SweepReport(out_dir, _ordered(grid, results), skipped)
     echo(f"sweep {grid.name}: {total - len(report.failed)}/{total} runs finished; table in {out_dir / 'results.md'}")
     return report
@@ -142,13 +178,12 @@ def _ordered(grid: Grid, results: dict[str, dict[str, Any]]) -> list[dict[str, A
     return [results[s.name] for s in grid.runs if s.name in results]
 
 
-def _progress(result: dict[str, Any], count: int, pending: int, have: int, total: int, elapsed: float) -> str:
-    eta = elapsed / count * (pending - count)
+def _progress(result: dict[str, Any], have: int, total: int, eta: str) -> str:
     head = f"[{have}/{total}] {result['name']}"
     if result.get("status") != "done":
-        return f"{head}: FAILED: {result.get('error')} (eta {eta:.0f} s)"
+        return f"{head}: FAILED: {result.get('error')} ({eta})"
     metric, summary = result.get("metric"), result["summary"]
     test = (summary.get("test") or {}).get(metric)
     score = f"test {metric} {test:.4f}" if isinstance(test, float) else "no test split"
     resumed = ", resumed" if result.get("resumed") else ""
-    return f"{head}: {score} ({result['wall_s']:.1f} s{resumed}; eta {eta:.0f} s)"
+    return f"{head}: {score} ({result['wall_s']:.1f} s{resumed}; {eta})"
