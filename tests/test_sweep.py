@@ -72,6 +72,20 @@ def test_grid_expands_axes_cases_and_seeds_with_stable_names(tmp_path):
     assert {r.name for r in changed.runs if r.command == "train"}.isdisjoint(r.name for r in grid.runs)
 
 
+GRIDS = sorted((Path(__file__).resolve().parents[1] / "experiments").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_committed_grid_file_expands_to_command_lines_the_cli_accepts(path, tmp_path):
+    """The papers' grids (some sized for a GPU, never run here) must at least be runs softprompt would start."""
+    grid = load_grid(path)
+    assert grid.runs and len({r.name for r in grid.runs}) == len(grid.runs)
+    parser = build_parser()
+    for run in grid.runs:
+        args = parser.parse_args(run.argv(tmp_path / run.name))
+        assert args.task == run.task_name and args.seed == run.seed
+
+
 def test_each_run_is_the_command_line_its_settings_say():
     grid = parse_grid(
         {
@@ -111,6 +125,9 @@ def test_block_order_runs_every_task_of_a_block_before_the_next_block_with_the_s
         ({"runs": [{"method": "ulpt"}]}, "at least one task"),
         ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "seed": 1}]}, "no option 'seed'"),
         ({"tasks": ["sst2"], "order": "methods", "runs": [{"method": "ulpt"}]}, "order must be one of"),
+        ({"tasks": ["sst2"], "common": {"dtype": "bogus"}, "runs": [{"method": "ulpt"}]}, "--dtype: invalid choice"),
+        ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "steps": "ten"}]}, "--steps: invalid int value: 'ten'"),
+        ({"tasks": ["sst2"], "runs": [{"method": "zero-shot"}], "common": {"dtype": "fp8"}}, "--dtype: invalid"),
     ],
 )
 def test_bad_grids_are_refused_with_a_clear_message(grid, message):

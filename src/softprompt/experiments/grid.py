@@ -35,7 +35,10 @@ file instead, whose test split both commands read the same way.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import hashlib
+import io
 import itertools
 import json
 import re
@@ -162,8 +165,9 @@ def _canonical(settings: dict[str, Any], options: dict[str, argparse.Action]) ->
     return {key if key in options else by_flag.get(key, key): value for key, value in settings.items()}
 
 
+@functools.cache
 def command_options(command: str) -> dict[str, argparse.Action]:
-    """dest -> argparse action of `softprompt COMMAND` (what a grid may set for it)."""
+    """dest -> argparse action of `softprompt COMMAND` (what a grid may set for it; built once per command)."""
     from softprompt.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
@@ -273,7 +277,24 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError("grid: two runs have the same settings (a block or value is listed twice)")
+    _check_values(runs)
     return Grid(str(data.get("name", "sweep")), runs, data)
+
+
+def _check_values(runs: list[RunSpec]) -> None:
+    """Parse every run's command line now, so a bad value (`dtype: bogus`, `steps: ten`) stops the grid before any
+    run starts instead of failing every run that has it, hours into a sweep."""
+    from softprompt.cli import build_parser
+
+    parser = build_parser()
+    for run in runs:
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                parser.parse_args(run.argv(Path(run.base or ".") / run.name))
+        except SystemExit:
+            reason = stderr.getvalue().strip().splitlines()[-1:] or ["the command line does not parse"]
+            raise ValueError(f"grid run {run.name}: {reason[0]}") from None
 
 
 def _ordered(tasks: list[str], models: list[Any], expanded: list[Any], seeds: list[int], order: str) -> list[tuple]:
