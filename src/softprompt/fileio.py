@@ -3,9 +3,10 @@
 Write to a temporary file beside the target, then `os.replace` it over the target: on POSIX the rename is atomic,
 so a reader (or a sweep restarted after kill -9) sees the old file or the new one, never half of one.
 
-The temporary name is unique per call (process id + a counter), because several writers can race on one path: sweep
-workers finishing at once rewrite the same results table, and two processes can be told to run the same run. With
-one fixed temporary name the second writer's file would be renamed away under it, and its own rename would fail.
+The temporary name is unique per call (process id + a counter), because several writers can race on one path: two
+`softprompt sweep` processes started on one folder rewrite the same results table, and threads of one process (a
+server saving artifacts) can write the same file. With one fixed temporary name the second writer's file would be
+renamed away under it, and its own rename would fail.
 """
 
 from __future__ import annotations
