@@ -293,8 +293,9 @@ def _check_values(runs: list[RunSpec]) -> None:
             with contextlib.redirect_stderr(stderr):
                 parser.parse_args(run.argv(Path(run.base or ".") / run.name))
         except SystemExit:
-            reason = stderr.getvalue().strip().splitlines()[-1:] or ["the command line does not parse"]
-            raise ValueError(f"grid run {run.name}: {reason[0]}") from None
+            last = (stderr.getvalue().strip().splitlines() or ["the command line does not parse"])[-1]
+            reason = last.removeprefix(f"softprompt {run.command}: error: ")  # argparse's own prefix
+            raise ValueError(f"grid run {run.name} (softprompt {run.command}): {reason}") from None
 
 
 def _ordered(tasks: list[str], models: list[Any], expanded: list[Any], seeds: list[int], order: str) -> list[tuple]:
