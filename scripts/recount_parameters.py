@@ -36,10 +36,6 @@ def counted(spec: dict) -> int | None:
     return config.count_parameters(load_shape(spec["model"], int(values.get("max_length", 256))))
 
 
-def _save(path: Path, result: dict) -> None:
-    atomic_write_text(path, json.dumps(result, indent=1))
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", type=Path, help="a sweep's output folder")
@@ -64,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             summary["trainable_parameters_reported"] = reported
             summary["trainable_parameters"] = count
             summary["trainable_parameters_recounted_by"] = "scripts/recount_parameters.py"
-            _save(path, result)
+            atomic_write_text(path, json.dumps(result, indent=1))
     print(f"{differing} run(s) differ{' (mended)' if args.write and differing else ''}", file=sys.stderr)
     return 0
 

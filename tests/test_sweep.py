@@ -83,7 +83,8 @@ def test_every_committed_grid_file_expands_to_command_lines_the_cli_accepts(path
     parser = build_parser()
     for run in grid.runs:
         args = parser.parse_args(run.argv(tmp_path / run.name))
-        assert args.task == run.task_name and args.seed == run.seed
+        task = Path(args.task_file).stem if args.task_file else args.task  # a grid may name task files
+        assert task == run.task_name and args.seed == run.seed
 
 
 def test_each_run_is_the_command_line_its_settings_say():
