@@ -9,15 +9,19 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import shlex
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
 LIBRARIES = ("softprompt", "torch", "transformers", "peft", "numpy")
 
 
@@ -80,6 +84,29 @@ def load_model(name: str, dtype: str = "auto") -> Any:
     from softprompt.models import load_backbone
 
     return load_backbone(name, dtype=dtype)
+
+
+def interleaved_rounds(
+    modes: Mapping[K, Callable[[], T]], rounds: int, seed: int = 0, echo: str | None = None
+) -> tuple[dict[K, list[float]], dict[K, T]]:
+    """Call every mode once a round, in a fresh random order each round (`random.Random(seed)`), and time each call.
+
+    Why: on a shared machine the load drifts; interleaving makes a drift hit every mode alike, so ratios taken from
+    the same rounds compare like with like. Returns each mode's seconds per round and its output from the last round;
+    with `echo`, prints `<echo> <mode> <seconds>` after each call (a long benchmark's progress).
+    """
+    rng = random.Random(seed)
+    seconds: dict[K, list[float]] = {mode: [] for mode in modes}
+    last: dict[K, T] = {}
+    for _ in range(rounds):
+        for mode in rng.sample(list(modes), len(modes)):
+            started = time.perf_counter()
+            last[mode] = modes[mode]()
+            seconds[mode].append(time.perf_counter() - started)
+            if echo is not None:
+                label = " ".join(map(str, mode)) if isinstance(mode, tuple) else str(mode)
+                print(f"{echo} {label}".lstrip(), round(seconds[mode][-1], 2), flush=True)
+    return seconds, last
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -3,10 +3,10 @@
 `bench/dtype_matmul.py` times one matmul; this times the whole call a black-box search makes (and evaluation makes,
 one prompt at a time): P candidate prompts of n vectors scored on a 16-per-label training set through each prompt's
 key/value prefix (`LocalEvaluator.label_scores`, as `softprompt blackbox`). The same backbone is loaded twice, in
-float32 and in bfloat16; rounds alternate the two (random order within a round), so a change in load on a shared
-machine hits both alike. Reported per task: median seconds per candidate (one model call) per dtype, their ratio,
-and how far bfloat16's label probabilities are from float32's (largest |Δ| and the share of (candidate, example)
-pairs whose top label differs).
+float32 and in bfloat16; rounds interleave the two (a fresh random order each round, `common.interleaved_rounds`),
+so a change in load on a shared machine hits both alike. Reported per task: median seconds per candidate (one model
+call) per dtype, their ratio, and how far bfloat16's label probabilities are from float32's (largest |Δ| and the
+share of (candidate, example) pairs whose top label differs).
 
     python bench/dtype_forward.py                      # SmolLM2-135M, 1 thread, SST-2 and MRPC
     python bench/dtype_forward.py --model tiny --data-dir data --tasks sst2 --rounds 1   # seconds-long check
@@ -15,16 +15,15 @@ pairs whose top label differs).
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_model, markdown_table, write_results
+from common import interleaved_rounds, load_model, markdown_table, write_results
 
 from softprompt.evaluator import LocalEvaluator
 from softprompt.models.hardware import BF16_CPU_FLAGS, choose_dtype, cpu_flags, dtype_name
@@ -56,20 +55,14 @@ def main() -> None:
     scale = embedding_std(fp32)
     shape = (args.population, args.prompt_len, fp32.hidden_size)
     prompts = PromptInputs(embeds=scale * torch.randn(*shape, generator=gen))
-    order = random.Random(args.seed)
     rows, results = [], []
     for name in args.tasks:
         task = get_task(name)
         train, _ = train_dev_k_shot(task.load("train", args.data_dir), args.shots, args.seed, len(task.labels))
         evaluators = {d: LocalEvaluator(Scorer(b, task)) for d, b in backbones.items()}
-        times: dict[str, list[float]] = {d: [] for d in DTYPES}
-        probs: dict[str, torch.Tensor] = {}
-        for _ in range(args.rounds):
-            for d in order.sample(DTYPES, len(DTYPES)):
-                started = time.perf_counter()
-                probs[d] = evaluators[d].label_scores(train, prompts).float().softmax(-1)
-                times[d].append(time.perf_counter() - started)
-                print(name, d, round(times[d][-1], 2), flush=True)
+        calls = {d: partial(ev.label_scores, train, prompts) for d, ev in evaluators.items()}
+        times, scores = interleaved_rounds(calls, args.rounds, args.seed, echo=name)
+        probs = {d: s.float().softmax(-1) for d, s in scores.items()}
         fp32_s, bf16_s = (statistics.median(times[d]) / args.population for d in DTYPES)
         diff = float((probs["bfloat16"] - probs["float32"]).abs().max())
         flips = float((probs["bfloat16"].argmax(-1) != probs["float32"].argmax(-1)).float().mean())

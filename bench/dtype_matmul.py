@@ -4,9 +4,10 @@ This is the shape of an MLP up-projection for a batch of 256 tokens in SmolLM2-1
 It backs `--dtype auto` (models/hardware.py): bf16 is chosen only where the hardware runs it natively, because on a
 CPU without AVX512-BF16/AMX the bf16 kernels are emulated and much slower than fp32.
 
-Rounds are interleaved (each round times both dtypes once, in a fresh random order), so a change in load on a shared
-machine hits both alike; the report gives medians over rounds, min and max, the ratio of medians and the range of
-the per-round ratios. One torch thread by default (the machine is shared; the ratio is what matters).
+Rounds are interleaved (each round times both dtypes once, in a fresh random order: `common.interleaved_rounds`),
+so a change in load on a shared machine hits both alike; the report gives medians over rounds, min and max, the
+ratio of medians and the range of the per-round ratios. One torch thread by default (the machine is shared; the
+ratio is what matters).
 
     python bench/dtype_matmul.py                     # writes bench/results/dtype_matmul.{json,md}
 """
@@ -14,16 +15,15 @@ the per-round ratios. One torch thread by default (the machine is shared; the ra
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine_info, markdown_table, write_results
+from common import interleaved_rounds, machine_info, markdown_table, write_results
 
 from softprompt.models.hardware import BF16_CPU_FLAGS, choose_dtype, cpu_flags, dtype_name
 
@@ -41,12 +41,6 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-def time_once(a: torch.Tensor, b: torch.Tensor) -> float:
-    start = time.perf_counter()
-    torch.matmul(a, b)
-    return (time.perf_counter() - start) * 1000.0
-
-
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -58,13 +52,9 @@ def main() -> None:
         for _ in range(args.warmup):
             torch.matmul(a, b)
 
-    rng = random.Random(args.seed)
-    times: dict[str, list[float]] = {name: [] for name in inputs}
-    for _ in range(args.rounds):
-        order = list(inputs)
-        rng.shuffle(order)
-        for name in order:
-            times[name].append(time_once(*inputs[name]))
+    seconds, _ = interleaved_rounds({name: partial(torch.matmul, *ab) for name, ab in inputs.items()}, args.rounds,
+                                    args.seed)  # fmt: skip
+    times = {name: [s * 1000.0 for s in ss] for name, ss in seconds.items()}
 
     median = {name: statistics.median(ts) for name, ts in times.items()}
     per_round = [bf / fp for bf, fp in zip(times["bfloat16"], times["float32"], strict=True)]

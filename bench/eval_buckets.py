@@ -19,14 +19,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_model, markdown_table, write_results
+from common import interleaved_rounds, load_model, markdown_table, write_results
 
 from softprompt.evaluator import LocalEvaluator
 from softprompt.models.hardware import dtype_name
@@ -83,14 +83,9 @@ def main() -> None:
             "grouped": LocalEvaluator(scorer, chunk_size=args.chunk_size),
             "one batch": OneBatch(scorer, chunk_size=args.chunk_size),
         }
-        times: dict[str, list[float]] = {m: [] for m in modes}
-        probs: dict[str, torch.Tensor] = {}
-        for _ in range(args.rounds):
-            for mode, evaluator in modes.items():
-                started = time.perf_counter()
-                probs[mode] = evaluator.label_scores(train, prompts).softmax(-1)
-                times[mode].append(time.perf_counter() - started)
-                print(name, mode, round(times[mode][-1], 2), flush=True)
+        calls = {mode: partial(evaluator.label_scores, train, prompts) for mode, evaluator in modes.items()}
+        times, scores = interleaved_rounds(calls, args.rounds, args.seed, echo=name)
+        probs = {mode: s.softmax(-1) for mode, s in scores.items()}
         grouped, one = (statistics.median(times[m]) / args.population for m in modes)
         diff = float((probs["grouped"] - probs["one batch"]).abs().max())
         real = sum(len(scorer.encode([ex]).encoded.input_ids[0]) for ex in train)
@@ -106,7 +101,7 @@ def main() -> None:
     setup = (f"{backbone.name} ({dtype_name(backbone.dtype)}), {args.shots}-shot training sets of "
              f"seed {args.seed} from `{args.data_dir}` (train split), {args.population} candidates of n = "
              f"{args.prompt_len} per call of `label_scores`, chunk {args.chunk_size} rows, through the key/value "
-             f"prefix; {args.threads} torch thread(s), median of {args.rounds} alternating round(s). "
+             f"prefix; {args.threads} torch thread(s), median of {args.rounds} interleaved round(s). "
              "'text positions': the examples' own tokens; 'run': positions the model runs per candidate, padding "
              "included.\n\n")  # fmt: skip
     name = "eval_buckets_tiny" if args.model == "tiny" else "eval_buckets"  # a smoke run never replaces the real result

@@ -7,9 +7,9 @@ scores every example against it, so the n prompt positions run once per candidat
     evaluate  one prompt on many examples (validation and test of every gradient run; the quick start's n = 20)
     search    a CMA-ES population of P candidates on the K few-shot examples (BBT's calls; n = 50)
 
-Both modes score the same examples with the same prompts; rounds alternate; the table gives the median time per
-workload and the ratio of medians, and the largest difference between the two modes' label probabilities (they must
-agree to float tolerance).
+Both modes score the same examples with the same prompts; rounds interleave (a fresh random order each round); the
+table gives the median time per workload and the ratio of medians, and the largest difference between the two modes'
+label probabilities (they must agree to float tolerance).
 
     python bench/eval_prefix.py                         # SmolLM2-135M, 1 thread, SST-2 dev
     python bench/eval_prefix.py --model tiny --rounds 1  # seconds-long check on a tiny random Llama
@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load_model, markdown_table, write_results
+from common import interleaved_rounds, load_model, markdown_table, write_results
 
 from softprompt.cli.common import subset
 from softprompt.evaluation import label_probabilities
@@ -66,19 +66,13 @@ def main() -> None:
         "search": (subset(test, args.shots, 1), prompts(args.population, args.search_prompt_len)),
     }
     modes = {"prefix": LocalEvaluator(scorer, prefix=True), "inserted": LocalEvaluator(scorer, prefix=False)}
-    times: dict[tuple[str, str], list[float]] = {(w, m): [] for w in workloads for m in modes}
-    probs: dict[tuple[str, str], torch.Tensor] = {}
-    for _ in range(args.rounds):
-        for work, (examples, inputs) in workloads.items():
-            for mode, evaluator in modes.items():
-                started = time.perf_counter()
-                if work == "evaluate":
-                    out = label_probabilities(evaluator, examples, inputs)
-                else:
-                    out = evaluator.label_scores(examples, inputs).softmax(-1)
-                times[work, mode].append(time.perf_counter() - started)
-                probs[work, mode] = out
-                print(work, mode, round(times[work, mode][-1], 2), flush=True)
+    calls = {}
+    for mode, evaluator in modes.items():
+        calls["evaluate", mode] = partial(label_probabilities, evaluator, *workloads["evaluate"])
+        calls["search", mode] = partial(evaluator.label_scores, *workloads["search"])
+    times, probs = interleaved_rounds(calls, args.rounds, echo="")
+    for mode in modes:
+        probs["search", mode] = probs["search", mode].softmax(-1)
     rows, results = [], []
     for work, (examples, inputs) in workloads.items():
         pre, ins = (statistics.median(times[work, m]) for m in ("prefix", "inserted"))
@@ -93,7 +87,7 @@ def main() -> None:
         ["workload", "prompts", "prompt len", "examples", "inserted rows/s", "prefix rows/s", "speed-up",
          "max |Δ prob|"], rows)  # fmt: skip
     setup = (f"{backbone.name} ({dtype_name(backbone.dtype)}), SST-2 dev from `{args.data_dir}`, "
-             f"{args.threads} torch thread(s), median of {args.rounds} alternating round(s); prompts are random "
+             f"{args.threads} torch thread(s), median of {args.rounds} interleaved round(s); prompts are random "
              f"vectors at the embedding scale (timing and agreement do not depend on training).\n\n")  # fmt: skip
     name = "eval_prefix_tiny" if args.model == "tiny" else "eval_prefix"  # a smoke run never replaces the real result
     json_path, md_path = write_results(name, {"settings": vars(args), "results": results}, setup + table)

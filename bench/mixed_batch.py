@@ -19,16 +19,14 @@ ratios. Prompts are materialised once in a warm-up round (the engine's prompt st
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_results
+from common import interleaved_rounds, markdown_table, write_results
 from serving_setup import serving_backbone, sst2_sentences, ulpt_prompts
 
 from softprompt.models import DEFAULT_MODEL
@@ -67,15 +65,7 @@ def main() -> None:
     for fn in modes.values():  # warm-up: materialise every prompt, tokenizer caches, allocator
         fn()
     forward_before = (batched.forward_passes, alone.forward_passes)
-    seconds: dict[str, list[float]] = {m: [] for m in modes}
-    rng = random.Random(0)
-    for _ in range(args.rounds):
-        order = list(modes)
-        rng.shuffle(order)
-        for mode in order:
-            start = time.perf_counter()
-            modes[mode]()
-            seconds[mode].append(time.perf_counter() - start)
+    seconds, _ = interleaved_rounds(modes, args.rounds)
     passes = {"batched_engine": batched.forward_passes - forward_before[0],
               "sequential_engine": alone.forward_passes - forward_before[1]}  # fmt: skip
     batched.close()

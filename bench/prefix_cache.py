@@ -19,16 +19,15 @@ the two modes' label probabilities is recorded (they must agree to float toleran
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_results
+from common import interleaved_rounds, markdown_table, write_results
 from serving_setup import serving_backbone, sst2_sentences, ulpt_prompts
 
 from softprompt.models import DEFAULT_MODEL
@@ -64,15 +63,7 @@ def main() -> None:
     for mode in engines:  # warm-up: every prompt materialised (and its keys/values computed, with the cache)
         outputs[mode] = run(mode)
     diff = max(abs(a.scores[k] - b.scores[k]) for a, b in zip(*outputs.values(), strict=True) for k in a.scores)
-    seconds: dict[str, list[float]] = {m: [] for m in engines}
-    rng = random.Random(0)
-    for _ in range(args.rounds):
-        order = list(engines)
-        rng.shuffle(order)
-        for mode in order:
-            start = time.perf_counter()
-            run(mode)
-            seconds[mode].append(time.perf_counter() - start)
+    seconds, _ = interleaved_rounds({mode: partial(run, mode) for mode in engines}, args.rounds)
     stats = {m: e.stats() for m, e in engines.items()}
     for e in engines.values():
         e.close()
