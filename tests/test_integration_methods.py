@@ -27,13 +27,6 @@ METHODS = [
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    from softprompt.models import load_backbone
-
-    return load_backbone()
-
-
-@pytest.fixture(scope="module")
 def splits(data_dir):
     task = sp.get_task("sst2")
     return task, (

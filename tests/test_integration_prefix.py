@@ -21,14 +21,6 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from softprompt.models import load_backbone
-
-    # one thread (conftest): on a busy 2-core machine two threads can stall 10-100x; one is steady
-    return load_backbone()
-
-
 def test_the_models_own_cache_as_a_prefix_equals_prepending_the_text(smollm2):
     assert (smollm2.dims.num_kv_heads, smollm2.dims.head_dim) == (3, 64)
     head, text = "Review:", "a gorgeous, witty film. Sentiment:"

@@ -20,14 +20,6 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    from softprompt.models import load_backbone
-
-    # one thread (conftest): on a busy 2-core machine two threads can stall 10-100x; one is steady
-    return load_backbone()
-
-
-@pytest.fixture(scope="module")
 def sst2(data_dir):
     task = get_task("sst2")
     return task, task.load("train", data_dir), task.load("validation", data_dir)[:48], task.load("test", data_dir)[:64]
