@@ -96,16 +96,10 @@ def test_t5_without_output_rescaling_is_still_exact() -> None:
 
 
 def test_bart_final_logits_bias_is_included() -> None:
-    from transformers import AutoModelForSeq2SeqLM, BartConfig
-
-    from softprompt.models.tiny import tiny_tokenizer
+    from softprompt.models.tiny import tiny_bart_lm, tiny_tokenizer
 
     tok = tiny_tokenizer()
-    sizes = dict(encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4)
-    config = BartConfig(vocab_size=len(tok), d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, **sizes)
-    config.update(dict(pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3))
-    torch.manual_seed(0)
-    model = AutoModelForSeq2SeqLM.from_config(config)
+    model = tiny_bart_lm(len(tok))
     model.final_logits_bias.normal_()
     bb = Seq2SeqBackbone(model, tok, name="tiny-bart")
     batch = bb.encode(TEXTS, continuations(bb))

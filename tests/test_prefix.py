@@ -364,17 +364,11 @@ def test_cli_trains_a_prefix_saves_and_reloads_it_for_eval_and_predict(
 
 
 def test_bart_encoder_takes_a_prefix_and_mixed_rows_score_as_alone() -> None:
-    from transformers import AutoModelForSeq2SeqLM, BartConfig
-
     from softprompt.models.seq2seq import Seq2SeqBackbone
-    from softprompt.models.tiny import tiny_tokenizer
+    from softprompt.models.tiny import tiny_bart_lm, tiny_tokenizer
 
     tok = tiny_tokenizer()
-    sizes = dict(encoder_layers=2, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4)
-    config = BartConfig(vocab_size=len(tok), d_model=32, encoder_ffn_dim=64, decoder_ffn_dim=64, **sizes)
-    config.update(dict(pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3))
-    torch.manual_seed(0)
-    bb = Seq2SeqBackbone(AutoModelForSeq2SeqLM.from_config(config), tok, name="tiny-bart")
+    bb = Seq2SeqBackbone(tiny_bart_lm(len(tok)), tok, name="tiny-bart")
     rows = [random_prefix(bb, 2, seed=1), PromptInputs(embeds=torch.randn(1, 3, 32)), random_prefix(bb, 4, seed=2)]
     conts = continuations(bb)
     mixed = assert_each_row_as_alone(bb, TEXTS, conts, rows)

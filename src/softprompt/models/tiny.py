@@ -93,6 +93,28 @@ def tiny_seq2seq_lm(vocab_size: int = 128, seed: int = 0) -> PreTrainedModel:
     return AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32)
 
 
+def tiny_bart_lm(vocab_size: int = 128, seed: int = 0) -> PreTrainedModel:
+    """A randomly initialised BART (encoder-decoder with a final logits bias); decoding starts from </s>, as in BART."""
+    from transformers import AutoModelForSeq2SeqLM, BartConfig
+
+    config = BartConfig(
+        vocab_size=vocab_size,
+        d_model=32,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        decoder_start_token_id=3,
+    )
+    torch.manual_seed(seed)
+    return AutoModelForSeq2SeqLM.from_config(config, dtype=torch.float32)
+
+
 def tiny_masked_lm(vocab_size: int = 128, seed: int = 0, init_scale: float = 0.02) -> PreTrainedModel:
     """A randomly initialised RoBERTa masked LM (`init_scale`: as for tiny_causal_lm)."""
     from transformers import AutoModelForMaskedLM, RobertaConfig
