@@ -132,6 +132,40 @@ def test_out_holding_an_artifact_without_checkpoint_is_not_overwritten_unless_as
     assert (tmp_path / "prompt.json").read_bytes() != before
 
 
+def test_a_restart_writes_each_record_once(tmp_path):
+    """Two restarts that used to duplicate log records: a run stopped before its first checkpoint (only its log is
+    left) started again with --overwrite, and a run stopped after its test record (its last checkpoint at the last
+    step) resumed. Each log must equal the log of the same run done in one go."""
+    backbone = learnable_backbone()
+    scorer = Scorer(backbone, synthetic_task())
+    data = synthetic_examples(8, 0)
+    config = TrainConfig(steps=20, batch_size=4, lr=0.1, eval_every=10, log_every=5)
+
+    def train(out, **kwargs):
+        prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2), backbone, seed=0)
+        return train_prompt(scorer, prompt, data, data, config, out, test=data, progress=False, **kwargs)
+
+    def records(out):  # without wall times
+        lines = (out / "log.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if not k.endswith("_s")} for line in lines]
+
+    train(tmp_path / "once")
+    once = records(tmp_path / "once")
+    assert [r.get("split") for r in once].count("test") == 1
+
+    only_log = tmp_path / "only-log"
+    only_log.mkdir()
+    (only_log / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in once[:2]))  # an earlier start's
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        train(only_log)
+    train(only_log, overwrite=True)
+    assert records(only_log) == once
+
+    train(tmp_path / "ended")  # ends with a checkpoint at step 20 and the test record after it
+    train(tmp_path / "ended", resume=True)  # as if killed before the caller saw it finish
+    assert records(tmp_path / "ended") == once
+
+
 def test_diverged_training_stops_with_a_clear_error_and_keeps_no_inf_prompt(tmp_path):
     backbone = learnable_backbone()
     scorer = Scorer(backbone, synthetic_task())

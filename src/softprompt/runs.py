@@ -31,8 +31,10 @@ from softprompt.tasks.base import Example
 class RunLog:
     """Appends one JSON object per line; mirrors scalars to TensorBoard when it is installed."""
 
+    FILE = "log.jsonl"
+
     def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / "log.jsonl"
+        self.path = out_dir / self.FILE
         self.writer = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -51,16 +53,22 @@ class RunLog:
                     self.writer.add_scalar(f"{prefix}/{key}", value, record["step"])
 
     def truncate_after(self, step: int) -> None:
-        """Drop records of steps after `step` (written after the checkpoint a resumed run restarts from)."""
+        """Drop what was written after the checkpoint a resumed run restarts from: records of later steps, and the
+        records of a run's end (its test result, a search's timing), which the resumed run writes again."""
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        records = [(line, json.loads(line)) for line in self.path.read_text().splitlines() if line]
+        kept = [line for line, r in records if r.get("step", 0) <= step and not _written_at_the_end(r)]
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def records(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+
+
+def _written_at_the_end(record: dict[str, Any]) -> bool:
+    return record.get("split") == "test" or "timing" in record
 
 
 def data_fingerprint(*splits: Sequence[Example]) -> str:
@@ -122,13 +130,16 @@ class RunFolder:
                     "or choose another --out"
                 )
             shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
-            for name in (TENSORS, METADATA, "log.jsonl"):
+            for name in (TENSORS, METADATA, RunLog.FILE):
                 (self.out_dir / name).unlink(missing_ok=True)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.out_dir)
 
     def _holds_a_run(self) -> bool:
-        return has_checkpoint(self.checkpoint_dir) or (self.out_dir / METADATA).exists()
+        """A checkpoint, an artifact, or a log (a run stopped before its first checkpoint: started afresh, it must not
+        append to the old one's records)."""
+        files = (self.out_dir / METADATA, self.out_dir / RunLog.FILE)
+        return has_checkpoint(self.checkpoint_dir) or any(f.exists() for f in files)
 
     def restore(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The last checkpoint, after checking that it was made with this run's identity."""
