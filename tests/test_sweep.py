@@ -3,6 +3,8 @@ tiny models, with the synthetic task written to files)."""
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import json
 import os
 import re
@@ -102,6 +104,30 @@ def test_each_run_is_the_command_line_its_settings_say():
     assert (args.rank, args.use_scale, args.lr, args.steps, args.data_dir) == (4, False, 0.3, 7, "/data")
 
 
+def test_task_files_name_their_runs_by_content_and_table_names_must_differ(tmp_path):
+    task = write_task(tmp_path)
+    grid = {"tasks": [str(task)], "runs": [{"method": "ulpt"}]}
+    before = parse_grid(grid).runs[0]
+    assert parse_grid(grid).runs[0].name == before.name  # stable from one start to the next
+    task.write_text(task.read_text().replace("review :", "film review :"))
+    after = parse_grid(grid).runs[0]
+    assert after.name != before.name and after.task_digest != before.task_digest  # an edited task is a new run
+    assert "task_digest" not in parse_grid({"tasks": ["sst2"], "runs": [{"method": "ulpt"}]}).runs[0].identity()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / task.name).write_text(task.read_text())
+    with pytest.raises(ValueError, match=f"would both be called '{task.stem}'"):
+        parse_grid({**grid, "tasks": [str(task), str(other / task.name)]})
+
+
+def test_grid_out_is_the_default_sweep_folder(tmp_path):
+    runs = [{"method": "ulpt"}]
+    assert parse_grid({"name": "g", "tasks": ["sst2"], "runs": runs}).out == Path("runs/sweeps/g")
+    assert parse_grid({"name": "g", "out": str(tmp_path / "here"), "tasks": ["sst2"], "runs": runs}).out == (
+        tmp_path / "here"
+    )
+
+
 def test_block_order_runs_every_task_of_a_block_before_the_next_block_with_the_same_runs(tmp_path):
     source = {"tasks": ["sst2", "rte"], "seeds": [0, 1], "common": {"steps": 3},
               "runs": [{"method": "zero-shot"}, {"method": "ulpt", "rank": [2, 64]}]}  # fmt: skip
@@ -129,6 +155,16 @@ def test_block_order_runs_every_task_of_a_block_before_the_next_block_with_the_s
         ({"tasks": ["sst2"], "common": {"dtype": "bogus"}, "runs": [{"method": "ulpt"}]}, "--dtype: invalid choice"),
         ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "steps": "ten"}]}, "--steps: invalid int value: 'ten'"),
         ({"tasks": ["sst2"], "runs": [{"method": "zero-shot"}], "common": {"dtype": "fp8"}}, "--dtype: invalid"),
+        # the commands' own checks of their settings, before any run starts
+        ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "steps": -5}]}, r"ulpt.*\(softprompt train\): steps must be"),
+        ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "lr": -1.0}]}, "lr must be a positive number"),
+        ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "rank": [2, 0]}]}, "rank0.*rank"),
+        ({"tasks": ["sst2"], "runs": [{"method": "bbt", "budget": 0}]}, r"\(softprompt blackbox\): budget must be"),
+        ({"tasks": ["sst2", "nope"], "runs": [{"method": "ulpt"}]}, "unknown task 'nope'"),
+        ({"tasks": ["sst2"], "seeds": [], "runs": [{"method": "ulpt"}]}, "seeds is empty"),
+        ({"tasks": ["sst2"], "models": [], "runs": [{"method": "ulpt"}]}, "models is empty"),
+        ({"tasks": ["sst2"], "out": 3, "runs": [{"method": "ulpt"}]}, "out must be a folder path"),
+        ({"tasks": ["missing/task.yaml"], "runs": [{"method": "ulpt"}]}, "task file missing/task.yaml not found"),
     ],
 )
 def test_bad_grids_are_refused_with_a_clear_message(grid, message):
@@ -174,7 +210,9 @@ def sweep_grid(folder: Path, steps: int) -> Path:
 def start_sweep(grid: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     argv = [sys.executable, "-m", "softprompt", "sweep", str(grid), "--out", str(out)]
-    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT as a terminal gives it, even where these tests were started in the background (which ignores it)
+    return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
 
 
 def test_time_left_counts_each_run_at_its_own_groups_wall_time_not_one_mean_over_all_runs():
@@ -242,10 +280,42 @@ def test_sweep_killed_mid_run_then_restarted_loses_nothing_and_runs_nothing_twic
     assert "bbt budget=16" in table
 
 
+def test_ctrl_c_stops_the_running_run_and_starts_no_more(tmp_path):
+    """SIGINT to the sweep alone (as `kill -INT`; a terminal's Ctrl-C also reaches the workers): it stops its worker,
+    starts none of the queued runs, writes the table and says how to go on; the stopped run resumes later."""
+    grid_file = sweep_grid(tmp_path, steps=4000)
+    source = yaml.safe_load(grid_file.read_text())
+    source["seeds"] = [0, 1, 2]
+    source["runs"] = source["runs"][1:]  # three long ULPT runs
+    grid_file.write_text(yaml.safe_dump(source))
+    out = tmp_path / "sweep"
+    first, *queued = (out / run.name for run in load_grid(grid_file).runs)
+    proc = start_sweep(grid_file, out)
+    try:
+        deadline = time.time() + 300
+        while not has_checkpoint(first / "checkpoint"):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() < deadline, "the first run made no checkpoint"
+            time.sleep(0.05)
+        worker = json.loads((first / "attempts.jsonl").read_text().splitlines()[-1])["pid"]
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # a sweep that ignored the signal must not outlive the test (its worker dies with it)
+    assert proc.returncode == 130, output
+    assert "interrupted with 0/3 runs finished" in output and "resumes the others" in output
+    assert not any((q / "attempts.jsonl").exists() for q in queued)  # nothing queued was started
+    assert (out / "results.md").exists() and not (first / "result.json").exists()
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # the worker was stopped, not left running
+        os.kill(worker, 0)
+
+
 def test_a_failing_run_is_reported_not_recorded_as_finished(tmp_path):
     task = write_task(tmp_path)
-    grid = parse_grid({"tasks": [str(task)], "models": ["tiny-llama"], "runs": [{"method": "ulpt", "lr": -1.0}]})
-    (spec,) = grid.runs
+    grid = parse_grid({"tasks": [str(task)], "models": ["tiny-llama"], "runs": [{"method": "ulpt"}]})
+    # A setting the grid refuses (lr -1) stands for what only fails at run time (a full disk, a model download)
+    spec = dataclasses.replace(grid.runs[0], settings={"lr": -1.0})
     result = execute(spec.to_dict(), tmp_path / spec.name, threads=1)
     assert result["status"] == "failed" and "lr must be a positive number" in result["error"]
     assert read_result(tmp_path / spec.name) is None  # a later start of the sweep tries it again
@@ -357,3 +427,36 @@ def test_zero_shot_row_is_the_bare_template_on_the_same_test_subset_as_trained_r
     ]
     for r, score in zip(table, (bare[metric], tuned["summary"]["test"][metric]), strict=True):
         assert r["synthetic (accuracy)"] == r["average (1 tasks)"] == f"{100 * score:.1f}"
+
+
+def test_tables_and_analyses_are_of_the_grid_as_it_is_now(tmp_path, capsys):
+    """A sweep folder keeps the runs of an earlier version of its grid; the table, `analyze` and `plot` leave them
+    out, and a block's new label reaches finished runs without running them again."""
+    from softprompt.__main__ import main
+    from softprompt.experiments.sweep import run_sweep
+
+    task = write_task(tmp_path)
+    source = {"name": "g", "tasks": [str(task)], "models": ["tiny-llama"], "seeds": [0],
+              "common": {"batch_size": 4, "eval_every": 10, "max_test_examples": 8},
+              "runs": [{"method": "ulpt", "prompt_len": 4, "rank": 2, "steps": 10}]}  # fmt: skip
+    out = tmp_path / "sweep"
+    for steps in (10, 20):  # the user edits steps and sweeps again into the same folder
+        source["runs"][0]["steps"] = steps
+        (spec,) = parse_grid(source, tmp_path).runs
+        assert execute(spec.to_dict(), out / spec.name, threads=1)["status"] == "done"
+        run_sweep(parse_grid(source, tmp_path), out, echo=lambda line: None)
+    assert len(list(out.glob("*/result.json"))) == 2
+    assert [r["name"] for r in read_runs(out)] == [spec.name]  # the steps-20 run only
+    assert main(["analyze", "main-table", str(out)]) == 0
+    (row,) = [r for r in csv.DictReader((out / "main-table.csv").open()) if r.get("seeds")]
+    assert row["seeds"] == "1"
+    assert main(["plot", str(out)]) == 0
+    curves = list(csv.DictReader((out / "curves.csv").open()))
+    assert {c["group"] for c in curves} == {spec.group} and {c["runs"] for c in curves} == {"1"}
+
+    source["runs"][0]["label"] = "ULPT r=2"
+    lines: list[str] = []
+    report = run_sweep(parse_grid(source, tmp_path), out, echo=lines.append)
+    assert report.skipped == [spec.name] and "1 finished before, 0 to run" in lines[0]
+    assert "| ULPT r=2 |" in (out / "results.md").read_text()
+    assert [r["group"] for r in read_runs(out)] == ["ULPT r=2"]

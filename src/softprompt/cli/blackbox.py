@@ -52,20 +52,18 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("--max-test-examples", type=positive_int, help="score a seeded subset of the test split")
     add_run_args(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, check=check)
 
 
-def run(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> SearchConfig:
+    """The search's settings (method, projection, CMA-ES, budget), validated before anything is loaded (and by
+    `softprompt sweep` for every run of a grid before the first one starts). BBTv2's layer count is the model's,
+    set once the model is there."""
     from softprompt.api import make_prompt_config
-    from softprompt.blackbox.search import run_search
-    from softprompt.cli import print_json
     from softprompt.cli.common import method_options
-    from softprompt.tasks.fewshot import train_dev_k_shot
 
     if args.shots < 1 or args.chunk_size < 1:
         raise ValueError("--shots and --chunk-size must be positive")
-    api_key = api_key_from_env(args.api_key_env)  # before any work: a missing key is the user's to fix
-    task = resolve_task(args)
     search = given(args, SearchConfig, exclude={"prompt", "sigma"})
     options = method_options(args)
     options.setdefault("projection_seed", search.get("seed", 0))
@@ -77,8 +75,17 @@ def run(args: argparse.Namespace) -> int:
         search["sigma"] = args.sigma
     elif args.sigma is not None:
         options["sigma"] = args.sigma
-    prompt_config = make_prompt_config(args.method, **options)
-    config = SearchConfig(prompt=prompt_config, **search)
+    return SearchConfig(prompt=make_prompt_config(args.method, **options), **search)
+
+
+def run(args: argparse.Namespace) -> int:
+    from softprompt.blackbox.search import run_search
+    from softprompt.cli import print_json
+    from softprompt.tasks.fewshot import train_dev_k_shot
+
+    config = check(args)
+    api_key = api_key_from_env(args.api_key_env)  # before any work: a missing key is the user's to fix
+    task = resolve_task(args)
     train, dev = train_dev_k_shot(task.load("train", args.data_dir), args.shots, config.seed, len(task.labels))
     test = subset(task.load("test", args.data_dir), args.max_test_examples, config.seed)
     if args.endpoint:
@@ -94,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         evaluator = LocalEvaluator(Scorer(backbone, task), chunk_size=args.chunk_size)
         dtype = dtype_name(backbone.dtype)
     if args.method == "bbtv2":
-        config = replace(config, prompt=replace(prompt_config, num_layers=evaluator.num_layers))
+        config = replace(config, prompt=replace(config.prompt, num_layers=evaluator.num_layers))
     model = evaluator.describe()
     print(
         f"{args.method}: CMA-ES on {model.get('name')} (D={evaluator.hidden_size}, L={evaluator.num_layers}); "

@@ -22,7 +22,7 @@ from softprompt.cli.common import (
 )
 from softprompt.cli.options import add_options, given, positive_int
 from softprompt.models.hardware import dtype_name
-from softprompt.prompts import REGISTRY
+from softprompt.prompts import REGISTRY, PromptConfig
 from softprompt.training.trainer import TrainConfig
 
 RENAME = {"use_scale": "scale", "use_shift": "shift"}
@@ -43,20 +43,27 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument(
         "--compare-zero-shot", action="store_true", help="also score the bare template (no prompt) on the test split"
     )
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, check=check)
+
+
+def check(args: argparse.Namespace) -> tuple[PromptConfig, TrainConfig]:
+    """The method's and the training's settings, validated before anything is loaded (and by `softprompt sweep`
+    for every run of a grid before the first one starts)."""
+    from softprompt.api import make_prompt_config
+
+    return make_prompt_config(args.method, **method_options(args)), TrainConfig(**given(args, TrainConfig))
 
 
 def run(args: argparse.Namespace) -> int:
-    from softprompt.api import make_prompt_config, new_prompt
+    from softprompt.api import new_prompt
     from softprompt.cli import print_json
     from softprompt.evaluation import evaluate
     from softprompt.evaluator import LocalEvaluator
     from softprompt.scoring import Scorer
     from softprompt.training.trainer import train_prompt
 
+    prompt_config, config = check(args)
     task = resolve_task(args)
-    prompt_config = make_prompt_config(args.method, **method_options(args))  # validate before loading anything
-    config = TrainConfig(**given(args, TrainConfig))
     train, validation, test, data_record = load_splits(args, task, config.seed)
     backbone = backbone_from_args(args)
     scorer = Scorer(backbone, task)

@@ -6,7 +6,8 @@
 * shift-scale   ULPT ablation (paper Figure 3): none vs shift vs shift+scale, one panel of loss curves per rank,
                 and the final test metric of each variant
 * similarity    cosine similarity across ranks (Figure 4) of the learned shift vectors b and of the learned change
-                of the scale vectors s − 1 (s starts at ones, so s itself is trivially similar), matched by seed;
+                of the scale vectors s − 1 (s starts at ones, so s itself is trivially similar), matched by seed,
+                within one model and task (each pair of those gets its own panels);
                 the diagonal is one rank across two seeds (how alike two trainings of one shape are: the yardstick
                 for the rest); random D-dimensional vectors would give about ±1/√D
 * rank-length   test metric against trainable parameters, each group labelled by its rank and prompt length, so
@@ -16,8 +17,8 @@
                 and the average over the tasks every row has finished, so a partial sweep's average stays fair;
                 groups that differ only in their learning rate also get a row "<group> (lr by validation)" taking,
                 per task, the test score of the lr with the best validation score (the papers tune each method's lr
-                on dev); with a prompt_tuning row, each row's average and parameter count as % of prompt tuning's
-                (of its lr-by-validation row where there is one)
+                on dev); with a prompt tuning row (found by method, whatever its label), each row's average and
+                parameter count as % of prompt tuning's (of its lr-by-validation row where there is one)
 """
 
 from __future__ import annotations
@@ -26,42 +27,62 @@ import itertools
 import json
 import math
 import statistics
+import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from softprompt.experiments.grid import RunSpec, parse_grid
 from softprompt.experiments.results import _csv, _fmt
 from softprompt.fileio import atomic_write_text
 
+if TYPE_CHECKING:
+    import torch
+
 SPEC = "spec.json"
 
 
 # --- reading runs --------------------------------------------------------------------------------------------------
-def run_dirs(target: str | Path) -> list[Path]:
-    """A run folder itself, or every run folder of a sweep (those with a log)."""
+def _folder(target: str | Path) -> Path:
+    """`target`, which must be a folder: a mistyped path is said to be one, not read as a sweep with no runs yet."""
     target = Path(target)
+    if not target.exists():
+        raise FileNotFoundError(f"{target}: no such folder")
+    if not target.is_dir():
+        raise FileNotFoundError(f"{target}: not a folder (a run folder or a sweep folder)")
+    return target
+
+
+def describe_runs(target: str | Path) -> list[dict[str, Any]]:
+    """`describe_run` of a run folder itself, or of every run folder of a sweep (those with a log), in folder order.
+    A sweep with a grid.json gives the runs of that grid only, under the grid's specs as they are now (its labels):
+    not the runs an earlier version of the grid left in the folder (`results.sweep_runs`)."""
+    from softprompt.experiments.results import sweep_runs
+
+    target = _folder(target)
     if (target / "log.jsonl").exists():
-        return [target]
-    found = sorted(p.parent for p in target.glob("*/log.jsonl"))
+        return [describe_run(target)]
+    runs = sweep_runs(target)
+    found = sorted(p.parent for p in target.glob("*/log.jsonl") if runs is None or p.parent.name in runs)
     if not found:
         raise FileNotFoundError(f"{target}: neither a run folder nor a sweep folder (no log.jsonl in it or below)")
-    return found
+    return [describe_run(d, (runs or {}).get(d.name)) for d in found]
 
 
 def _json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def describe_run(run_dir: Path) -> dict[str, Any]:
-    """What a run is (its group label, seed, prompt config) and what it gave (test/validation metric, params)."""
+def describe_run(run_dir: Path, run: RunSpec | None = None) -> dict[str, Any]:
+    """What a run is (its group label, seed, prompt config) and what it gave (test/validation metric, params);
+    `run`: its spec as the sweep's grid has it now, else the spec.json it was started with."""
     from softprompt.experiments.worker import read_result
 
     spec, result = _json(run_dir / SPEC), read_result(run_dir)
     meta = _json(run_dir / "prompt.json") or {}
-    config = meta.get("config") or {}
-    run = RunSpec.from_dict(spec) if spec else None
+    run = run or (RunSpec.from_dict(spec) if spec else None)
+    config = {**(_planned_config(run) if run else {}), **(meta.get("config") or {})}
     metrics = (meta.get("task") or {}).get("metrics") or [None]
     metric = (result or {}).get("metric") or metrics[0]
     summary = (result or {}).get("summary") or {}
@@ -85,6 +106,21 @@ def describe_run(run_dir: Path) -> dict[str, Any]:
     }
 
 
+def _planned_config(run: RunSpec) -> dict[str, Any]:
+    """The prompt config a run was started with: its grid settings over its method's defaults. A running run has no
+    prompt.json yet, and without this its rank would be None and its variant (shift/scale off) taken for "none"."""
+    from softprompt.prompts import REGISTRY
+
+    if run.method not in REGISTRY:  # zero-shot: no prompt
+        return {}
+    config_class = REGISTRY[run.method][0]
+    options = {k: v for k, v in {**run.common, **run.settings}.items() if k in config_class.__dataclass_fields__}
+    try:
+        return asdict(config_class(**options))
+    except (TypeError, ValueError):  # settings the config refuses: the run fails, its prompt.json is all there is
+        return {}
+
+
 def loss_curve(run_dir: Path) -> tuple[list[int], list[float]]:
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line]
     points = [(r["step"], r.get("loss", r.get("loss_mean"))) for r in records if "split" not in r]
@@ -92,13 +128,18 @@ def loss_curve(run_dir: Path) -> tuple[list[int], list[float]]:
     return [s for s, _ in points], [float(v) for _, v in points]
 
 
-def _mean_curve(dirs: Sequence[Path]) -> tuple[list[int], list[float], list[float]]:
-    """Mean and std over runs at the steps all of them logged."""
-    curves = [dict(zip(*loss_curve(d), strict=True)) for d in dirs]
+def _mean_curve(dirs: Sequence[Path]) -> tuple[list[int], list[float], list[float], int]:
+    """Mean and std of a group's loss curves, and over how many runs: those that have come furthest (the highest last
+    step), at the steps they all logged. A run behind the others (just started on a running sweep, or stopped) is
+    left out until it catches up: it would otherwise cut the group's curve down to its first steps, and a mean over
+    a changing set of runs would jump where one of them stops. Runs that logged no loss draw nothing."""
+    curves = [curve for curve in (dict(zip(*loss_curve(d), strict=True)) for d in dirs) if curve]
+    furthest = max((max(c) for c in curves), default=None)
+    curves = [c for c in curves if max(c) == furthest]
     steps = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
     means = [statistics.fmean(c[s] for c in curves) for s in steps]
     stds = [statistics.stdev([c[s] for c in curves]) if len(curves) > 1 else 0.0 for s in steps]
-    return steps, means, stds
+    return steps, means, stds, len(curves)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -106,6 +147,35 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _warn_left_out(runs: Sequence[dict[str, Any]], why: str) -> None:
+    """Say on stderr which runs an analysis leaves out and why, so a figure with fewer runs than the sweep is not
+    taken for the whole of it (the first few names, then how many more)."""
+    if not runs:
+        return
+    names = [r["dir"].name for r in runs]
+    more = f" and {len(names) - 5} more" if len(names) > 5 else ""
+    print(f"warning: {len(names)} run(s) {why}: {', '.join(names[:5])}{more}", file=sys.stderr)
+
+
+def _finished(runs: Sequence[dict[str, Any]], where: str | Path, what: str = "") -> list[dict[str, Any]]:
+    """The finished runs (the analyses of test metrics and learned prompts read those); the others (still running,
+    or failed) are named on stderr, and none finished is an error."""
+    done = [r for r in runs if r["finished"]]
+    _warn_left_out([r for r in runs if not r["finished"]], "not finished (running or failed), left out")
+    if not done:
+        raise ValueError(f"{where}: no finished {what}runs yet")
+    return done
+
+
+def _logged_loss(runs: Sequence[dict[str, Any]], what: str) -> list[dict[str, Any]]:
+    """The runs that have logged a training loss; the others are named on stderr. A run logs one every log_every
+    steps, so one with fewer steps (or just started) has none: it has no curve to draw."""
+    logged = [r for r in runs if loss_curve(r["dir"])[0]]
+    missing = [r for r in runs if r not in logged]
+    _warn_left_out(missing, f"logged no training loss yet (fewer steps than log_every, or just started), {what}")
+    return logged
 
 
 def _groups(runs: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], Any]) -> dict[Any, list[dict[str, Any]]]:
@@ -182,9 +252,13 @@ def _metric_rows(groups: dict[Any, list[dict[str, Any]]], **columns: Callable[[A
 # --- the analyses ------------------------------------------------------------------------------------------------
 def curves(target: str | Path, out: str | Path | None = None) -> Path:
     """Training curves of a run or of every group of a sweep: one panel per task (and model), one line per group,
-    the mean over its seeds. A group keeps its colour in every panel."""
+    the mean over its seeds (over those that have come furthest: see `_mean_curve`; the table's `runs` says how many).
+    A group keeps its colour in every panel. Runs that logged no loss yet are named on stderr, and a folder where
+    none has is an error: no blank figure, no empty table."""
     plt = _pyplot()
-    runs = [describe_run(d) for d in run_dirs(target)]
+    runs = _logged_loss(describe_runs(target), "nothing to draw")
+    if not runs:
+        raise ValueError(f"{target}: no run has logged a training loss yet (one is logged every log_every steps)")
     several_models = len({r["model"] for r in runs}) > 1
     panels = _groups(runs, lambda r: f"{r['task']} ({r['model']})" if several_models else r["task"])
     names = list(dict.fromkeys(r["group"] for r in runs))
@@ -195,11 +269,11 @@ def curves(target: str | Path, out: str | Path | None = None) -> Path:
     rows, most_seeds = [], 1
     for ax, (panel, members) in zip(axes.flat, panels.items(), strict=False):
         for group, seeds in _groups(members, lambda r: r["group"]).items():
-            steps, means, stds = _mean_curve([m["dir"] for m in seeds])
+            steps, means, stds, averaged = _mean_curve([m["dir"] for m in seeds])
             ax.plot(steps, means, color=color[group], label=group)
-            rows += [{"task": panel, "group": group, "step": s, "loss_mean": m, "loss_std": d, "runs": len(seeds)}
+            rows += [{"task": panel, "group": group, "step": s, "loss_mean": m, "loss_std": d, "runs": averaged}
                      for s, m, d in zip(steps, means, stds, strict=True)]  # fmt: skip
-            most_seeds = max(most_seeds, len(seeds))
+            most_seeds = max(most_seeds, averaged)
         ax.set(xlabel="step (CMA-ES: model calls)", ylabel="training loss", title=panel or Path(target).name)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
@@ -217,85 +291,116 @@ def _variant(run: dict[str, Any]) -> str:
 
 
 def shift_scale(sweep: str | Path, out: str | Path | None = None) -> Path:
+    """ULPT without shift and scale vs with shift vs with both (the variant from each run's settings), over the
+    finished ULPT runs: a panel of loss curves per rank and the table of test metric and final training loss. A run
+    that logged no loss (fewer steps than log_every) keeps its test metric and has no curve (its loss: "-")."""
     plt = _pyplot()
-    runs = [r for r in map(describe_run, run_dirs(sweep)) if r["method"] == "ulpt"]
+    runs = [r for r in describe_runs(sweep) if r["method"] == "ulpt"]
     if not runs:
         raise ValueError(f"{sweep}: no ULPT runs (the shift-scale grid is experiments/shift_scale.yaml)")
+    runs = _finished(runs, sweep, "ULPT ")
+    _logged_loss(runs, "no curve (their test metric is in the table)")
     ranks = sorted({r["rank"] for r in runs})
     fig, axes = plt.subplots(1, len(ranks), figsize=(5 * len(ranks), 4), squeeze=False)
     order = ["none", "shift", "scale", "shift+scale"]
     groups = _groups(runs, lambda r: (r["rank"], _variant(r)))
+    keys = sorted(groups, key=lambda k: (k[0], order.index(k[1])))
+    mean_curves = {key: _mean_curve([m["dir"] for m in groups[key]]) for key in keys}
     for ax, rank in zip(axes[0], ranks, strict=True):
-        for variant in order:
-            members = groups.get((rank, variant))
-            if not members:
-                continue
-            steps, means, _ = _mean_curve([m["dir"] for m in members])
-            test, _ = _mean_std([m["test"] for m in members])
-            ax.plot(steps, means, label=f"{variant} (test {test:.3f})")
+        for key in (k for k in keys if k[0] == rank):
+            steps, means, _, _ = mean_curves[key]
+            test, _ = _mean_std([m["test"] for m in groups[key]])
+            ax.plot(steps, means, label=f"{key[1]} (test {test:.3f})")
         ax.set(title=f"ULPT r={rank}", xlabel="step", ylabel="training loss")
         ax.legend(fontsize=8)
-    keys = sorted(groups, key=lambda k: (k[0], order.index(k[1])))
     rows = _metric_rows({k: groups[k] for k in keys}, rank=lambda k: k[0], variant=lambda k: k[1])
     for row, key in zip(rows, keys, strict=True):
-        row["final_train_loss"] = _mean_std([loss_curve(m["dir"])[1][-1] for m in groups[key]])[0]
+        means = mean_curves[key][1]
+        row["final_train_loss"] = means[-1] if means else math.nan
     return _write(Path(out or sweep), "shift-scale", fig, rows, "ULPT shift/scale ablation")
 
 
-def similarity(sweep: str | Path, out: str | Path | None = None) -> Path:
-    import torch
+SIMILARITY_KINDS = ("shift", "scale - 1")
 
+
+def _learned_vectors(run_dir: Path) -> dict[str, torch.Tensor]:
+    """A ULPT run's learned shift b and change of scale s − 1 (s starts at ones, so s itself is trivially alike)."""
     from softprompt.artifact import PromptArtifact
 
-    plt = _pyplot()
-    runs = [
-        r for r in map(describe_run, run_dirs(sweep)) if r["method"] == "ulpt" and r["use_shift"] and r["use_scale"]
-    ]
-    if not runs:
-        raise ValueError(f"{sweep}: no ULPT runs with shift and scale (the grid is experiments/similarity.yaml)")
-    vectors: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
-    for run in runs:
-        state = PromptArtifact.from_pretrained(run["dir"]).prompt.state_tensors()
-        vectors[(run["rank"], run["seed"])] = {"shift": state["shift"].float(), "scale - 1": state["scale"].float() - 1}
+    state = PromptArtifact.from_pretrained(run_dir).prompt.state_tensors()
+    return {"shift": state["shift"].float(), "scale - 1": state["scale"].float() - 1}
+
+
+Vectors = dict[tuple[int, int], dict[str, "torch.Tensor"]]  # (rank, seed) -> the learned vectors of that run
+
+
+def _similarity_matrix(vectors: Vectors, kind: str) -> tuple[list[list[float]], list[dict[str, Any]]]:
+    """Mean cosine of `kind` between every two ranks (same seed) and within each rank (every two of its seeds), of
+    one model's runs on one task; and the table rows of the pairs found."""
+    import torch
+
     ranks = sorted({rank for rank, _ in vectors})
     seeds_of = {rank: sorted(s for r, s in vectors if r == rank) for rank in ranks}
 
-    def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
-        return float(torch.nn.functional.cosine_similarity(u, v, dim=0))
+    def cosine(a: int, s: int, b: int, t: int) -> float:
+        return float(torch.nn.functional.cosine_similarity(vectors[(a, s)][kind], vectors[(b, t)][kind], dim=0))
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), layout="constrained")
+    matrix = [[math.nan] * len(ranks) for _ in ranks]
     rows = []
-    for ax, kind in zip(axes, ("shift", "scale - 1"), strict=True):
-        matrix = [[math.nan] * len(ranks) for _ in ranks]
-        for (i, a), (j, b) in itertools.combinations_with_replacement(enumerate(ranks), 2):
-            if a == b:  # one rank, every pair of its seeds
-                pairs = itertools.combinations(seeds_of[a], 2)
-                cos = [cosine(vectors[(a, s)][kind], vectors[(a, t)][kind]) for s, t in pairs]
-                seeds = len(seeds_of[a])
-            else:  # two ranks, the same seed
-                common = sorted(set(seeds_of[a]) & set(seeds_of[b]))
-                cos = [cosine(vectors[(a, s)][kind], vectors[(b, s)][kind]) for s in common]
-                seeds = len(common)
-            matrix[i][j] = matrix[j][i] = statistics.fmean(cos) if cos else math.nan
-            if cos:
-                rows.append({"vector": kind, "rank_a": a, "rank_b": b, "cosine": matrix[i][j], "seeds": seeds})
-        image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="coolwarm")
-        ax.set_xticks(range(len(ranks)), [str(r) for r in ranks])
-        ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
-        for i in range(len(ranks)):
-            for j in range(len(ranks)):
-                text = "–" if math.isnan(matrix[i][j]) else f"{matrix[i][j]:.2f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8)
-        ax.set(title=f"cosine similarity of {kind}\n(diagonal: one rank, two seeds)", xlabel="rank", ylabel="rank")
-    fig.colorbar(image, ax=list(axes), shrink=0.8)
+    for (i, a), (j, b) in itertools.combinations_with_replacement(enumerate(ranks), 2):
+        if a == b:  # one rank, every pair of its seeds
+            cos = [cosine(a, s, a, t) for s, t in itertools.combinations(seeds_of[a], 2)]
+            seeds = len(seeds_of[a])
+        else:  # two ranks, the same seed
+            common = sorted(set(seeds_of[a]) & set(seeds_of[b]))
+            cos = [cosine(a, s, b, s) for s in common]
+            seeds = len(common)
+        matrix[i][j] = matrix[j][i] = statistics.fmean(cos) if cos else math.nan
+        if cos:
+            rows.append({"vector": kind, "rank_a": a, "rank_b": b, "cosine": matrix[i][j], "seeds": seeds})
+    return matrix, rows
+
+
+def _draw_matrix(ax: Any, matrix: list[list[float]], ranks: list[int], title: str) -> Any:
+    """One similarity panel: the matrix on the colour scale -1..1 every panel shares, each cell's value written in
+    ("–" for a pair no two runs gave); returns the image for the colour bar."""
+    image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="coolwarm")
+    ax.set_xticks(range(len(ranks)), [str(r) for r in ranks])
+    ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
+    for i, j in itertools.product(range(len(ranks)), repeat=2):
+        text = "–" if math.isnan(matrix[i][j]) else f"{matrix[i][j]:.2f}"
+        ax.text(j, i, text, ha="center", va="center", fontsize=8)
+    ax.set(title=title, xlabel="rank", ylabel="rank")
+    return image
+
+
+def similarity(sweep: str | Path, out: str | Path | None = None) -> Path:
+    """Cosine similarity across ranks of the finished ULPT (shift and scale) runs' learned vectors. Only vectors of
+    one model on one task are compared (another model's are of another model's space, maybe of another size): each
+    (task, model) gets its own row of panels and its own table rows."""
+    plt = _pyplot()
+    runs = [r for r in describe_runs(sweep) if r["method"] == "ulpt" and r["use_shift"] and r["use_scale"]]
+    if not runs:
+        raise ValueError(f"{sweep}: no ULPT runs with shift and scale (the grid is experiments/similarity.yaml)")
+    panels = _groups(_finished(runs, sweep, "ULPT "), lambda r: (r["task"], r["model"]))
+    fig, axes = plt.subplots(len(panels), 2, figsize=(10, 4.2 * len(panels)), squeeze=False, layout="constrained")
+    rows = []
+    for line, ((task, model), members) in zip(axes, panels.items(), strict=True):
+        vectors = {(r["rank"], r["seed"]): _learned_vectors(r["dir"]) for r in members}
+        ranks = sorted({rank for rank, _ in vectors})
+        where = f"{task} ({model}): " if len(panels) > 1 else ""
+        for ax, kind in zip(line, SIMILARITY_KINDS, strict=True):
+            matrix, found = _similarity_matrix(vectors, kind)
+            rows += [{"task": task, "model": model, **row} for row in found]
+            title = f"{where}cosine similarity of {kind}\n(diagonal: one rank, two seeds)"
+            image = _draw_matrix(ax, matrix, ranks, title)
+    fig.colorbar(image, ax=list(axes.flat), shrink=0.8)
     return _write(Path(out or sweep), "similarity", fig, rows, "Cosine similarity of learned vectors across ranks")
 
 
 def rank_length(sweep: str | Path, out: str | Path | None = None) -> Path:
     plt = _pyplot()
-    runs = [r for r in map(describe_run, run_dirs(sweep)) if r["finished"]]
-    if not runs:
-        raise ValueError(f"{sweep}: no finished runs yet")
+    runs = _finished(describe_runs(sweep), sweep)
     groups = _groups(runs, lambda r: (r["method"], r["rank"], r["prompt_len"], r["parameters"]))
     rows = _metric_rows(groups, method=lambda k: k[0], rank=lambda k: k[1], prompt_len=lambda k: k[2])
     rows.sort(key=lambda r: (r["method"], r["parameters"], r["prompt_len"]))  # not the folders' order (rank16 < rank8)
@@ -315,9 +420,7 @@ def rank_length(sweep: str | Path, out: str | Path | None = None) -> Path:
 
 def tune_projection(sweep: str | Path, out: str | Path | None = None) -> Path:
     plt = _pyplot()
-    runs = [r for r in map(describe_run, run_dirs(sweep)) if r["finished"]]
-    if not runs:
-        raise ValueError(f"{sweep}: no finished runs yet")
+    runs = _finished(describe_runs(sweep), sweep)
     groups = _groups(runs, lambda r: r["group"])
     rows = _metric_rows(groups, group=lambda k: k)
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(rows)), 4))
@@ -335,7 +438,7 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     from softprompt.experiments.results import read_results, run_row
 
     plt = _pyplot()
-    results = read_results(sweep)  # every finished run, zero-shot runs included (they have no log)
+    results = read_results(_folder(sweep))  # every finished run, zero-shot runs included (they have no log)
     runs = [run_row(r) for r in results]
     if not runs:
         raise ValueError(f"{sweep}: no finished runs yet")
@@ -347,7 +450,7 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     methods = [m for m in methods if any(r["group"] == m for r in runs)]
     by_cell = _groups(runs, lambda r: (r["group"], r["task"]))
     choices = _lr_choices(results, methods)
-    selections = []  # the "(lr by validation)" rows
+    selections: dict[str, list[str]] = {}  # the "(lr by validation)" rows: the groups each chooses from
     for base, members in choices.items():
         name = f"{base} (lr by validation)"
         for t in tasks:
@@ -357,7 +460,7 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
                 by_cell[(name, t)] = by_cell[(members[validation.index(max(validation))], t)]
         if any((name, t) in by_cell for t in tasks):  # the row goes after the last of its lrs
             methods.insert(max(methods.index(m) for m in members) + 1, name)
-            selections.append(name)
+            selections[name] = members
     metric = {t: next(r["metric"] for r in runs if r["task"] == t) for t in tasks}
     rows, scores = [], []
     for method in methods:
@@ -380,7 +483,7 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
         rows.append(row)
         scores.append(score)
         score["parameters"] = next(iter(params))
-    reference = next((m for m in ("prompt_tuning (lr by validation)", "prompt_tuning") if m in methods), None)
+    reference = _reference(methods, selections, results)
     if reference:  # the paper's comparison: each row's average and size against prompt tuning's
         pt = scores[methods.index(reference)]
         for row, score in zip(rows, scores, strict=True):
@@ -399,6 +502,16 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     ax.set(ylabel="test metric × 100", title=f"main table: {Path(sweep).name}")
     _legend_outside(ax)
     return _write(Path(out or sweep), "main-table", fig, rows, f"Main table: {Path(sweep).name} (test metric × 100)")
+
+
+def _reference(methods: list[str], selections: dict[str, list[str]], results: list[dict[str, Any]]) -> str | None:
+    """The row the "% of PT" columns compare with: prompt tuning trained by gradient, found by its runs' method and
+    optimizer whatever the block's `label` calls it; its lr-by-validation row where it has one, else its first row
+    in table order."""
+    specs = [RunSpec.from_dict(r["spec"]) for r in results]
+    pt = {s.group for s in specs if s.method == "prompt_tuning" and s.optimizer == "gradient"}
+    rows = [m for m in methods if set(selections.get(m, [m])) <= pt]
+    return next((m for m in rows if m in selections), rows[0] if rows else None)
 
 
 def _lr_choices(results: list[dict[str, Any]], methods: list[str]) -> dict[str, list[str]]:

@@ -1,6 +1,7 @@
 """A sweep's grid file: tasks × models × method blocks (each block's list-valued settings are axes) × seeds.
 
     name: sst2-ulpt-vs-pt
+    out: runs/sweeps/sst2         # the sweep folder (default runs/sweeps/<name>; `--out` wins)
     tasks: [sst2]                 # built-in names, or task files (.yaml/.json, `softprompt train --task-file`)
     models: [smollm2-135m-instruct]
     seeds: [0, 1]
@@ -23,8 +24,9 @@ count), crossed with its axes. Settings are the options of `softprompt train` / 
 underscores (`max_eval_examples`, `lr`, `shots`, `budget`, ...); a block's setting the command does not take is an
 error, a `common` one is given only to the commands that take it (an error if neither does).
 
-Every run gets a folder name made from its own settings (readable) and a hash of everything it runs with, so the
-name stays the same from one start of the sweep to the next, and a changed setting gives a new folder.
+Every run gets a folder name made from its own settings (readable) and a hash of everything it runs with (a task
+file's content included), so the name stays the same from one start of the sweep to the next, and a changed setting
+or an edited task file gives a new folder.
 
 A zero-shot run takes from `common` (and its block) only what means the same to `eval` as to `train`: the data and
 model options, and `max_test_examples` / `eval_batch_size` under eval's names `limit` / `batch_size` (train's
@@ -78,6 +80,7 @@ class RunSpec:
     gpus: float = 0.0
     label: str = ""  # a block's name for its runs in tables and plots (default: method and settings)
     base: str = ""  # the folder relative paths (task files, data_dir, ...) are taken from: the sweep's cwd
+    task_digest: str = ""  # a task file's sha256 (its content is part of what the run computes); "" for built-ins
 
     @property
     def command(self) -> str:
@@ -85,7 +88,7 @@ class RunSpec:
 
     @property
     def task_name(self) -> str:
-        return Path(self.task).stem if _is_task_file(self.task) else self.task
+        return _task_name(self.task)
 
     @property
     def group(self) -> str:
@@ -110,6 +113,8 @@ class RunSpec:
         out = asdict(self)
         for key in ("cpus", "gpus", "label", "base"):
             out.pop(key)
+        if not self.task_digest:  # built-in tasks: the identity (so the folder name) runs had before digests
+            out.pop("task_digest")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,6 +143,11 @@ class RunSpec:
 
 def _is_task_file(task: str) -> bool:
     return task.endswith((".yaml", ".yml", ".json"))
+
+
+def _task_name(task: str) -> str:
+    """What tables call a task: a built-in's name, a task file's stem."""
+    return Path(task).stem if _is_task_file(task) else task
 
 
 def _text(value: Any) -> str:
@@ -180,6 +190,11 @@ class Grid:
     runs: list[RunSpec]
     source: dict[str, Any]
 
+    @property
+    def out(self) -> Path:
+        """The sweep folder when the command names none: the grid's `out`, else runs/sweeps/<name>."""
+        return Path(self.source.get("out") or Path("runs") / "sweeps" / self.name)
+
 
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
@@ -219,6 +234,10 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
     blocks = data.get("runs")
     if not tasks or tasks == [None]:
         raise ValueError("grid: name at least one task (tasks: [sst2])")
+    if not models or not seeds:
+        raise ValueError(f"grid: {'models' if not models else 'seeds'} is empty: name at least one")
+    if "out" in data and not isinstance(data["out"], str):
+        raise ValueError(f"grid: out must be a folder path, got {data['out']!r}")
     if not isinstance(blocks, list) or not blocks or not all(isinstance(b, dict) and "method" in b for b in blocks):
         raise ValueError("grid: runs must be a list of blocks, each with a method")
     if not all(isinstance(s, int) for s in seeds):
@@ -227,6 +246,7 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
     if order not in ORDERS:
         raise ValueError(f"grid: order must be one of {list(ORDERS)}, got {order!r}")
     tasks = [str(t) for t in tasks]
+    digests = _task_digests(tasks, base)
     common = dict(data.get("common") or {})
     resources = data.get("resources") or {}
     options = {cmd: command_options(cmd) for cmd in COMMANDS.values()}
@@ -271,6 +291,7 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
             gpus=float(extra.get("gpus", 0)),
             label=str(block.get("label", "")),
             base=str(base.resolve()),
+            task_digest=digests.get(task, ""),
         )
         for task, model, (block, method, optimizer, settings, extra), seed in ordered
     ]
@@ -281,21 +302,54 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
     return Grid(str(data.get("name", "sweep")), runs, data)
 
 
+def _task_digests(tasks: list[str], base: Path) -> dict[str, str]:
+    """sha256 of each task file (an edited file gives its runs new folders); built-in names checked to exist. Two
+    tasks the tables would call by the same name (`a/task.yaml`, `b/task.yaml`) are an error."""
+    from softprompt.tasks.builtin import get_task
+
+    digests, names = {}, {}
+    for task in tasks:
+        if _is_task_file(task):
+            path = Path(task) if Path(task).is_absolute() else base / task
+            if not path.is_file():
+                raise ValueError(f"grid: task file {task} not found (relative paths are from {base})")
+            digests[task] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            get_task(task)  # an unknown name: ValueError listing the built-in tasks
+        name = _task_name(task)
+        if name in names:
+            raise ValueError(f"grid: tasks {names[name]} and {task} would both be called {name!r} in the tables; "
+                             "rename one of the files")  # fmt: skip
+        names[name] = task
+    return digests
+
+
 def _check_values(runs: list[RunSpec]) -> None:
-    """Parse every run's command line now, so a bad value (`dtype: bogus`, `steps: ten`) stops the grid before any
-    run starts instead of failing every run that has it, hours into a sweep."""
+    """Parse every run's command line now and run its command's own check of the settings (`check` of
+    softprompt train / blackbox: method and training or search configs), so a bad value (`dtype: bogus`, `steps: ten`,
+    `steps: -5`, `rank: 0`) stops the grid before any run starts instead of failing every run that has it, hours
+    into a sweep."""
     from softprompt.cli import build_parser
 
     parser = build_parser()
+    checked: set[str] = set()
     for run in runs:
         stderr = io.StringIO()
+        where = f"grid run {run.name} (softprompt {run.command})"
         try:
             with contextlib.redirect_stderr(stderr):
-                parser.parse_args(run.argv(Path(run.base or ".") / run.name))
+                args = parser.parse_args(run.argv(Path(run.base or ".") / run.name))
         except SystemExit:
             last = (stderr.getvalue().strip().splitlines() or ["the command line does not parse"])[-1]
             reason = last.removeprefix(f"softprompt {run.command}: error: ")  # argparse's own prefix
-            raise ValueError(f"grid run {run.name} (softprompt {run.command}): {reason}") from None
+            raise ValueError(f"{where}: {reason}") from None
+        settings = json.dumps([run.command, run.method, run.optimizer, run.settings, run.common], sort_keys=True)
+        if hasattr(args, "check") and settings not in checked:  # seeds and tasks do not change what is checked
+            try:
+                args.check(args)
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{where}: {err}") from None
+            checked.add(settings)
 
 
 def _ordered(tasks: list[str], models: list[Any], expanded: list[Any], seeds: list[int], order: str) -> list[tuple]:

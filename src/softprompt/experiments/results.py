@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from softprompt.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from softprompt.experiments.grid import RunSpec
 
 GROUP = ("task", "model", "method", "optimizer", "group")
 METRICS = ("test", "validation", "parameters", "wall_s")
@@ -115,11 +120,37 @@ def write_tables(out_dir: Path, results: Sequence[dict[str, Any]], title: str = 
     return groups
 
 
+def sweep_runs(out_dir: str | Path) -> dict[str, RunSpec] | None:
+    """The runs of the grid last swept into `out_dir` (its grid.json), by folder name, in the grid's order; None for
+    a folder without grid.json, or whose grid no longer parses here (a task file gone: said on stderr).
+
+    Why: a sweep folder keeps the runs of earlier versions of its grid (a changed setting is a new folder, the old
+    one is not deleted), and the table, analyses and plots must be of the grid as it is now, under its labels now.
+    """
+    from softprompt.experiments.grid import parse_grid
+
+    path = Path(out_dir) / "grid.json"
+    if not path.is_file():
+        return None
+    try:
+        grid = parse_grid(json.loads(path.read_text()))
+    except ValueError as err:
+        print(f"warning: {path} does not parse here ({err}); reading every run in the folder", file=sys.stderr)
+        return None
+    return {run.name: run for run in grid.runs}
+
+
 def read_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The result.json of every finished run of a sweep folder, in folder order."""
+    """The result.json of every finished run of a sweep folder: the runs of its grid (`sweep_runs`) under the grid's
+    specs (its labels) in the grid's order, or every */result.json in folder order where there is no grid."""
     from softprompt.experiments.worker import read_result
 
-    results = [read_result(p.parent) for p in sorted(Path(out_dir).glob("*/result.json"))]
+    runs = sweep_runs(out_dir)
+    if runs is None:
+        results = [read_result(p.parent) for p in sorted(Path(out_dir).glob("*/result.json"))]
+    else:
+        found = ((read_result(Path(out_dir) / name), run) for name, run in runs.items())
+        results = [{**result, "spec": run.to_dict()} for result, run in found if result is not None]
     return [r for r in results if r and r.get("status") == "done"]
 
 

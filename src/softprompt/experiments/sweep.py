@@ -12,7 +12,8 @@ runs of groups with no finished run yet are counted, not guessed (a zero-shot ru
 by 100x, so one mean over all runs says nothing).
 
 * Local: each run in its own subprocess, `jobs` at a time, each with `threads` torch threads (and OMP/MKL threads),
-  so N runs share the machine without oversubscribing it.
+  so N runs share the machine without oversubscribing it. Ctrl-C stops the running ones (they keep their last
+  checkpoint) and starts no more.
 * Ray (`ray_address`: "local" for a fresh local instance, "auto" or an address for a cluster, or an already
   initialised `ray`): each run is one Ray task asking for its `cpus`/`gpus`; it runs the same worker function and
   returns the same result. OUT must be a folder every node sees (shared storage).
@@ -25,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -81,24 +83,54 @@ def _python_path() -> str:
     return os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
 
 
-def _subprocess_run(spec: RunSpec, run_dir: Path, threads: int) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": _python_path()}
-    argv = [sys.executable, "-m", "softprompt.experiments.worker", "--spec", json.dumps(spec.to_dict()),
-            "--run-dir", str(run_dir), "--threads", str(threads)]  # fmt: skip
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if lines:
-        return json.loads(lines[-1])
-    error = [line for line in proc.stderr.splitlines() if line.strip()]
-    return {"name": spec.name, "spec": spec.to_dict(), "status": "failed",
-            "error": error[-1] if error else f"worker exit status {proc.returncode}"}  # fmt: skip
+@dataclass
+class _Workers:
+    """The worker processes a local sweep has running, so that an interrupted sweep (Ctrl-C) stops them and starts
+    no more; each stopped run keeps its last checkpoint and resumes from it at the next start of the sweep."""
+
+    running: set[subprocess.Popen] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stopped: bool = False
+
+    def run(self, spec: RunSpec, run_dir: Path, threads: int) -> dict[str, Any]:
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "PYTHONPATH": _python_path()}  # fmt: skip
+        argv = [sys.executable, "-m", "softprompt.experiments.worker", "--spec", json.dumps(spec.to_dict()),
+                "--run-dir", str(run_dir), "--threads", str(threads)]  # fmt: skip
+        record = {"name": spec.name, "spec": spec.to_dict(), "status": "failed"}
+        with self.lock:
+            if self.stopped:
+                return {**record, "error": "not started: the sweep was interrupted"}
+            proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.running.add(proc)
+        try:
+            stdout, stderr = proc.communicate()
+        finally:
+            with self.lock:
+                self.running.discard(proc)
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
+        if lines:
+            return json.loads(lines[-1])
+        error = [line for line in stderr.splitlines() if line.strip()]
+        return {**record, "error": error[-1] if error else f"worker exit status {proc.returncode}"}
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+            for proc in self.running:
+                proc.terminate()
 
 
 def _local(pending: list[RunSpec], out_dir: Path, jobs: int, threads: int | None) -> Iterable[dict[str, Any]]:
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_subprocess_run, s, out_dir / s.name, threads or s.cpus) for s in pending]
+    workers = _Workers()
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [pool.submit(workers.run, s, out_dir / s.name, threads or s.cpus) for s in pending]
         for future in as_completed(futures):
             yield future.result()
+    finally:  # finished, or interrupted (Ctrl-C arrives here as KeyboardInterrupt): start nothing more
+        workers.stop()
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ray(pending: list[RunSpec], out_dir: Path, address: str, threads: int | None) -> Iterable[dict[str, Any]]:
@@ -117,9 +149,13 @@ def _ray(pending: list[RunSpec], out_dir: Path, address: str, threads: int | Non
         task.options(num_cpus=s.cpus, num_gpus=s.gpus).remote(s.to_dict(), str(out_dir / s.name), threads or s.cpus)
         for s in pending
     ]
-    while refs:
-        done, refs = ray.wait(refs, num_returns=1)
-        yield ray.get(done[0])
+    try:
+        while refs:
+            done, refs = ray.wait(refs, num_returns=1)
+            yield ray.get(done[0])
+    finally:  # interrupted: cancel what has not finished (its checkpoint stays for the next start)
+        for ref in refs:
+            ray.cancel(ref, force=True)
 
 
 def run_sweep(
@@ -145,14 +181,13 @@ def run_sweep(
     for spec in grid.runs:
         done = read_result(out_dir / spec.name)
         if done is not None:
-            results[spec.name] = done
+            results[spec.name] = {**done, "spec": spec.to_dict()}  # today's label, not the one it ran under
             skipped.append(spec.name)
         else:
             pending.append(spec)
     total = len(grid.runs)
     echo(f"sweep {grid.name}: {total} runs, {len(skipped)} finished before, {len(pending)} to run -> {out_dir}")
-    if results:
-        write_tables(out_dir, _ordered(grid, results), grid.name)
+    write_tables(out_dir, _ordered(grid, results), grid.name)
     specs = {s.name: s for s in grid.runs}
     time_left = _TimeLeft(slots=0 if ray_address else jobs)
     for name, result in results.items():
@@ -163,12 +198,18 @@ def run_sweep(
         stream = _ray(pending, out_dir, ray_address, threads)
     else:
         stream = _local(pending, out_dir, jobs, threads)
-    for result in stream:
-        results[result["name"]] = result
-        time_left.add(specs[result["name"]], result)
-        write_tables(out_dir, _ordered(grid, results), grid.name)
-        left = [s for s in pending if s.name not in results]
-        echo(_progress(result, len(results), total, time_left.text(left)))
+    try:
+        for result in stream:
+            results[result["name"]] = result
+            time_left.add(specs[result["name"]], result)
+            write_tables(out_dir, _ordered(grid, results), grid.name)
+            left = [s for s in pending if s.name not in results]
+            echo(_progress(result, len(results), total, time_left.text(left)))
+    except KeyboardInterrupt:
+        finished = sum(r.get("status") == "done" for r in results.values())
+        echo(f"sweep {grid.name}: interrupted with {finished}/{total} runs finished (table in "
+             f"{out_dir / 'results.md'}); the same command resumes the others from their checkpoints")  # fmt: skip
+        raise
     report = SweepReport(out_dir, _ordered(grid, results), skipped)
     echo(f"sweep {grid.name}: {total - len(report.failed)}/{total} runs finished; table in {out_dir / 'results.md'}")
     return report

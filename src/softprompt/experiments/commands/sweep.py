@@ -15,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="run a grid of runs and write the results table", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("grid", help="grid file (YAML or JSON)")
-    p.add_argument("--out", help="sweep folder (default: runs/sweeps/<grid name>)")
+    p.add_argument("--out", help="sweep folder (default: the grid's `out`, else runs/sweeps/<grid name>)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time on this machine, each a subprocess (1)")
     p.add_argument("--threads", type=int, help="torch threads per run (default: the grid's resources.cpus, else 1)")
     p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from softprompt.experiments.sweep import run_sweep
 
     grid = load_grid(args.grid)
-    out = Path(args.out or Path("runs") / "sweeps" / grid.name)
+    out = Path(args.out) if args.out else grid.out
     if args.dry_run:
         for spec in grid.runs:
             print(f"{spec.name}: softprompt {' '.join(spec.argv(out / spec.name))}")
