@@ -53,6 +53,10 @@ def test_shift_scale_keeps_the_test_metric_of_runs_that_logged_no_loss(two_model
     assert main(["analyze", "shift-scale", str(out), "--out", str(out / "shift-scale")]) == 0
     table = rows(out / "shift-scale" / "shift-scale.csv")
     assert {r["rank"] for r in table} == {"2", "4"}
+    # one row per model and rank: the two models' runs are not pooled into one variant's mean
+    assert sorted((r["model"], r["rank"], r["seeds"]) for r in table) == [
+        (model, rank, "1") for model in ("tiny-llama", "tiny-llama-steerable") for rank in ("2", "4")
+    ]
     assert all(math.isfinite(float(r["test_mean"])) and math.isnan(float(r["final_train_loss"])) for r in table)
     err = capsys.readouterr().err
     assert "logged no training loss" in err and all(spec.name in err for spec in grid.runs)
@@ -76,7 +80,7 @@ def test_a_running_run_is_what_its_settings_say_and_shift_scale_leaves_it_out(tw
 
     assert main(["analyze", "shift-scale", str(sweep)]) == 0
     table = rows(sweep / "shift-scale.csv")
-    assert [(r["variant"], r["seeds"]) for r in table] == [("shift+scale", "2"), ("shift+scale", "2")]
+    assert [(r["variant"], r["seeds"]) for r in table] == [("shift+scale", "1")] * 4  # 2 models x ranks 2 and 4
     err = capsys.readouterr().err
     assert "2 run(s) not finished" in err and all(spec.name in err for spec in grid.runs)
 

@@ -292,28 +292,34 @@ def _variant(run: dict[str, Any]) -> str:
 
 def shift_scale(sweep: str | Path, out: str | Path | None = None) -> Path:
     """ULPT without shift and scale vs with shift vs with both (the variant from each run's settings), over the
-    finished ULPT runs: a panel of loss curves per rank and the table of test metric and final training loss. A run
-    that logged no loss (fewer steps than log_every) keeps its test metric and has no curve (its loss: "-")."""
+    finished ULPT runs: a panel of loss curves per rank and the table of test metric and final training loss, for
+    each (task, model) its own row of panels and rows of the table (variants are compared on one model). A run that
+    logged no loss (fewer steps than log_every) keeps its test metric and has no curve (its loss: "-")."""
     plt = _pyplot()
     runs = [r for r in describe_runs(sweep) if r["method"] == "ulpt"]
     if not runs:
         raise ValueError(f"{sweep}: no ULPT runs (the shift-scale grid is experiments/shift_scale.yaml)")
     runs = _finished(runs, sweep, "ULPT ")
     _logged_loss(runs, "no curve (their test metric is in the table)")
+    panels = list(_groups(runs, lambda r: (r["task"], r["model"])))
     ranks = sorted({r["rank"] for r in runs})
-    fig, axes = plt.subplots(1, len(ranks), figsize=(5 * len(ranks), 4), squeeze=False)
+    fig, axes = plt.subplots(len(panels), len(ranks), figsize=(5 * len(ranks), 4 * len(panels)), squeeze=False)
     order = ["none", "shift", "scale", "shift+scale"]
-    groups = _groups(runs, lambda r: (r["rank"], _variant(r)))
-    keys = sorted(groups, key=lambda k: (k[0], order.index(k[1])))
+    groups = _groups(runs, lambda r: (r["task"], r["model"], r["rank"], _variant(r)))
+    keys = sorted(groups, key=lambda k: (panels.index(k[:2]), k[2], order.index(k[3])))
     mean_curves = {key: _mean_curve([m["dir"] for m in groups[key]]) for key in keys}
-    for ax, rank in zip(axes[0], ranks, strict=True):
-        for key in (k for k in keys if k[0] == rank):
-            steps, means, _, _ = mean_curves[key]
-            test, _ = _mean_std([m["test"] for m in groups[key]])
-            ax.plot(steps, means, label=f"{key[1]} (test {test:.3f})")
-        ax.set(title=f"ULPT r={rank}", xlabel="step", ylabel="training loss")
-        ax.legend(fontsize=8)
-    rows = _metric_rows({k: groups[k] for k in keys}, rank=lambda k: k[0], variant=lambda k: k[1])
+    for line, (task, model) in zip(axes, panels, strict=True):
+        where = f"{task} ({model}): " if len(panels) > 1 else ""
+        for ax, rank in zip(line, ranks, strict=True):
+            for key in (k for k in keys if k[:3] == (task, model, rank)):
+                steps, means, _, _ = mean_curves[key]
+                test, _ = _mean_std([m["test"] for m in groups[key]])
+                ax.plot(steps, means, label=f"{key[3]} (test {test:.3f})")
+            ax.set(title=f"{where}ULPT r={rank}", xlabel="step", ylabel="training loss")
+            if ax.lines:
+                ax.legend(fontsize=8)
+    rows = _metric_rows({k: groups[k] for k in keys}, task=lambda k: k[0], model=lambda k: k[1],
+                        rank=lambda k: k[2], variant=lambda k: k[3])  # fmt: skip
     for row, key in zip(rows, keys, strict=True):
         means = mean_curves[key][1]
         row["final_train_loss"] = means[-1] if means else math.nan

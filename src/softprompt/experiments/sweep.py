@@ -145,6 +145,7 @@ def _ray(pending: list[RunSpec], out_dir: Path, address: str, threads: int | Non
         env = {"env_vars": {"PYTHONPATH": _python_path()}} if address == "local" else None
         ray.init(address=None if address == "local" else address, log_to_driver=False, runtime_env=env)
     task = ray.remote(execute)
+    out_dir = out_dir.resolve()  # a node's worker runs in a folder of its own: a relative path would land there
     refs = [
         task.options(num_cpus=s.cpus, num_gpus=s.gpus).remote(s.to_dict(), str(out_dir / s.name), threads or s.cpus)
         for s in pending
