@@ -120,6 +120,16 @@ def test_task_files_name_their_runs_by_content_and_table_names_must_differ(tmp_p
         parse_grid({**grid, "tasks": [str(task), str(other / task.name)]})
 
 
+def test_a_sweep_folder_that_is_a_file_is_refused_before_anything_runs(tmp_path):
+    from softprompt.experiments.sweep import run_sweep
+
+    (tmp_path / "afile").write_text("mine")
+    grid = parse_grid({"tasks": ["sst2"], "runs": [{"method": "zero-shot"}]})
+    with pytest.raises(ValueError, match="afile is a file"):
+        run_sweep(grid, tmp_path / "afile", echo=lambda line: None)
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 def test_grid_out_is_the_default_sweep_folder(tmp_path):
     runs = [{"method": "ulpt"}]
     assert parse_grid({"name": "g", "tasks": ["sst2"], "runs": runs}).out == Path("runs/sweeps/g")

@@ -174,6 +174,8 @@ def run_sweep(
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be positive, got {threads}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} is a file; the sweep folder must be a folder (choose another --out)")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "grid.json").write_text(json.dumps(grid.source, indent=1))
     results: dict[str, dict[str, Any]] = {}
