@@ -192,6 +192,9 @@ def test_results_table_groups_seeds_with_mean_and_sample_std():
 
     tests = {2: [0.5, 0.7, 0.9], 64: [0.8, 0.6]}
     rows = [run_row(result(seed, rank, t)) for rank, values in tests.items() for seed, t in enumerate(values)]
+    resumed = run_row({**result(3, 2, 0.7), "wall_s": 0.25, "resumed": True})  # its last attempt's wall time only
+    assert resumed["resumed"] and not rows[0]["resumed"]
+    assert group_rows([*rows[:3], resumed])[0]["wall_s_mean"] == 1.0  # only runs done in one go say what one takes
     groups = group_rows(rows)
     assert [(g["group"], g["seeds"]) for g in groups] == [("ulpt rank=2", 3), ("ulpt rank=64", 2)]
     for g, values in zip(groups, tests.values(), strict=True):

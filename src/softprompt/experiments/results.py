@@ -5,7 +5,8 @@
     OUT/results.md   the same as a markdown table, `mean ± std`
 
 Metrics: the task's primary metric on test and on validation (black-box: dev), the trainable (searched) parameter
-count and the wall time. Both files are rewritten (atomically) each time a run finishes.
+count and the wall time (of runs that ran in one go: a resumed run's covers its last attempt only; runs.csv has it,
+with `resumed`). Both files are rewritten (atomically) each time a run finishes.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         "validation": validation.get(metric, math.nan),
         "parameters": summary.get("trainable_parameters", summary.get("searched_parameters", math.nan)),
         "dtype": result.get("dtype") or "",  # absent in results written before the worker recorded it
-        "wall_s": result.get("wall_s", math.nan),
+        "wall_s": result.get("wall_s", math.nan),  # a resumed run's: its last attempt only
+        "resumed": bool(result.get("resumed")),
         "name": result["name"],
     }
 
@@ -70,7 +72,9 @@ def group_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         entry["metric"] = members[0]["metric"]
         entry["seeds"] = len(members)
         for name in METRICS:
-            entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std([m[name] for m in members])
+            # a resumed run's wall time is its last attempt's: it says nothing of what a run takes
+            kept = [m for m in members if name != "wall_s" or not m.get("resumed")]
+            entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std([m[name] for m in kept])
         out.append(entry)
     return out
 
@@ -82,7 +86,7 @@ def _fmt(mean: float, std: float, digits: int = 4) -> str:
 
 
 def markdown(groups: Sequence[dict[str, Any]], title: str = "") -> str:
-    head = ["task", "model", "run", "seeds", "metric", "test", "validation", "trainable params", "wall s"]
+    head = ["task", "model", "run", "seeds", "metric", "test", "validation", "trainable params", "wall s (not resumed)"]
     lines = [f"# {title}\n"] if title else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
