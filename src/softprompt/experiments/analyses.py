@@ -33,8 +33,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from softprompt.experiments.grid import RunSpec, parse_grid
-from softprompt.experiments.results import _csv, _fmt
+from softprompt.experiments.grid import RunSpec
+from softprompt.experiments.results import _csv, _fmt, read_results, run_row, sweep_runs
 from softprompt.fileio import atomic_write_text
 
 if TYPE_CHECKING:
@@ -58,8 +58,6 @@ def describe_runs(target: str | Path) -> list[dict[str, Any]]:
     """`describe_run` of a run folder itself, or of every run folder of a sweep (those with a log), in folder order.
     A sweep with a grid.json gives the runs of that grid only, under the grid's specs as they are now (its labels):
     not the runs an earlier version of the grid left in the folder (`results.sweep_runs`)."""
-    from softprompt.experiments.results import sweep_runs
-
     target = _folder(target)
     if (target / "log.jsonl").exists():
         return [describe_run(target)]
@@ -441,15 +439,13 @@ def main_table(sweep: str | Path, out: str | Path | None = None) -> Path:
     tasks for each method that has finished them all ("-" until then, so every average shown is over the same
     tasks); with a prompt-tuning row, each row's average as a % of prompt tuning's over the tasks the two have both
     finished ("tasks vs PT")."""
-    from softprompt.experiments.results import read_results, run_row
-
     plt = _pyplot()
-    results = read_results(_folder(sweep))  # every finished run, zero-shot runs included (they have no log)
+    grid_runs = sweep_runs(_folder(sweep))
+    results = read_results(sweep, grid_runs)  # every finished run, zero-shot runs included (they have no log)
     runs = [run_row(r) for r in results]
     if not runs:
         raise ValueError(f"{sweep}: no finished runs yet")
-    grid = Path(sweep) / "grid.json"  # rows and columns in the grid's order when the sweep wrote it
-    planned = parse_grid(json.loads(grid.read_text())).runs if grid.exists() else []
+    planned = list((grid_runs or {}).values())  # rows and columns in the grid's order
     tasks = list(dict.fromkeys([s.task_name for s in planned] + [r["task"] for r in runs]))
     methods = list(dict.fromkeys([s.group for s in planned] + [r["group"] for r in runs]))
     tasks = [t for t in tasks if any(r["task"] == t for r in runs)]

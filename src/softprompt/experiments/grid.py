@@ -217,8 +217,9 @@ def _expand(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
     return out
 
 
-def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
-    """Expand a grid (the parsed YAML) into runs, checking every setting against its command's options.
+def parse_grid(data: dict[str, Any], base: Path | None = None, check_values: bool = True) -> Grid:
+    """Expand a grid (the parsed YAML) into runs, checking every setting against its command's options, and (with
+    `check_values`, for a grid about to be swept) every run's values as its command would (`_check_values`).
 
     Relative paths stay as written in the runs' identity (so a folder name does not depend on where the checkout
     is) and are taken from `base` (default: the current folder) when a run starts."""
@@ -298,7 +299,8 @@ def parse_grid(data: dict[str, Any], base: Path | None = None) -> Grid:
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ValueError("grid: two runs have the same settings (a block or value is listed twice)")
-    _check_values(runs)
+    if check_values:
+        _check_values(runs)
     return Grid(str(data.get("name", "sweep")), runs, data)
 
 

@@ -137,27 +137,34 @@ def sweep_runs(out_dir: str | Path) -> dict[str, RunSpec] | None:
     if not path.is_file():
         return None
     try:
-        grid = parse_grid(json.loads(path.read_text()))
+        grid = parse_grid(json.loads(path.read_text()), check_values=False)  # checked when it was swept
     except ValueError as err:
         print(f"warning: {path} does not parse here ({err}); reading every run in the folder", file=sys.stderr)
         return None
     return {run.name: run for run in grid.runs}
 
 
-def read_results(out_dir: str | Path) -> list[dict[str, Any]]:
-    """The result.json of every finished run of a sweep folder: the runs of its grid (`sweep_runs`) under the grid's
-    specs (its labels) in the grid's order, or every */result.json in folder order where there is no grid."""
+def planned_result(run_dir: Path, run: RunSpec) -> dict[str, Any] | None:
+    """A run's result.json (None: not finished) under the spec its grid gives it now: a block's `label` may have
+    changed since the run ran, and the table and analyses go by the grid as it is."""
     from softprompt.experiments.worker import read_result
 
-    runs = sweep_runs(out_dir)
+    result = read_result(run_dir)
+    return None if result is None else {**result, "spec": run.to_dict()}
+
+
+def read_results(out_dir: str | Path, runs: dict[str, RunSpec] | None) -> list[dict[str, Any]]:
+    """The finished runs of a sweep folder: with `runs` (its grid's, `sweep_runs`), those runs under the grid's specs
+    in the grid's order; with None, every */result.json in folder order."""
+    from softprompt.experiments.worker import read_result
+
     if runs is None:
         results = [read_result(p.parent) for p in sorted(Path(out_dir).glob("*/result.json"))]
     else:
-        found = ((read_result(Path(out_dir) / name), run) for name, run in runs.items())
-        results = [{**result, "spec": run.to_dict()} for result, run in found if result is not None]
+        results = [planned_result(Path(out_dir) / name, run) for name, run in runs.items()]
     return [r for r in results if r and r.get("status") == "done"]
 
 
 def read_runs(out_dir: str | Path) -> list[dict[str, Any]]:
     """The finished runs of a sweep folder (every */result.json), as rows."""
-    return [run_row(r) for r in read_results(out_dir)]
+    return [run_row(r) for r in read_results(out_dir, sweep_runs(out_dir))]

@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from softprompt.experiments.grid import Grid, RunSpec
-from softprompt.experiments.results import write_tables
-from softprompt.experiments.worker import read_result
+from softprompt.experiments.results import planned_result, write_tables
 
 
 @dataclass
@@ -182,9 +181,9 @@ def run_sweep(
     pending: list[RunSpec] = []
     skipped = []
     for spec in grid.runs:
-        done = read_result(out_dir / spec.name)
+        done = planned_result(out_dir / spec.name, spec)
         if done is not None:
-            results[spec.name] = {**done, "spec": spec.to_dict()}  # today's label, not the one it ran under
+            results[spec.name] = done
             skipped.append(spec.name)
         else:
             pending.append(spec)
