@@ -268,6 +268,20 @@ def test_interrupted_search_resumes_exactly(evaluator, tmp_path, method):
     assert_same_run(tmp_path / "ref", tmp_path / "cut")
 
 
+def test_a_search_resumes_only_in_its_own_number_format(tmp_path):
+    """A search started in float32 and continued in bfloat16 (`--dtype auto` on another CPU) would rank the rest
+    of its candidates on other scores: refused, naming the format to pass."""
+    bf16 = learnable_backbone()
+    bf16.model.to(torch.bfloat16)
+    config = small("bbt", budget=40)
+    float32 = LocalEvaluator(Scorer(learnable_backbone(), synthetic_task()), chunk_size=64)
+    run_search(float32, TRAIN, DEV, config, tmp_path, progress=False)
+    bfloat16 = LocalEvaluator(Scorer(bf16, synthetic_task()), chunk_size=64)
+    with pytest.raises(ValueError, match=r'dtype: "float32" -> "bfloat16"; .*pass --dtype float32'):
+        run_search(bfloat16, TRAIN, DEV, config, tmp_path, progress=False, resume=True)
+    run_search(float32, TRAIN, DEV, config, tmp_path, progress=False, resume=True)
+
+
 def test_kill_minus_nine_then_resume_ends_with_the_same_prompt(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

@@ -24,7 +24,7 @@ from softprompt.artifact import PromptArtifact
 from softprompt.checkpoint import has_checkpoint
 from softprompt.cli import build_parser
 from softprompt.experiments.grid import load_grid, parse_grid
-from softprompt.experiments.results import group_rows, read_runs, run_row
+from softprompt.experiments.results import group_rows, markdown, read_runs, run_row
 from softprompt.experiments.worker import execute, read_result
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -201,6 +201,10 @@ def test_results_table_groups_seeds_with_mean_and_sample_std():
         assert g["test_mean"] == pytest.approx(statistics.fmean(values))
         assert g["test_std"] == pytest.approx(statistics.stdev(values))
         assert g["validation_mean"] == pytest.approx(statistics.fmean(values) / 2)
+    # the number format each group's runs ran in, both where a group mixes them (`dtype auto` on two machines)
+    formats = [{**result(seed, 2, 0.5), "dtype": dtype} for seed, dtype in enumerate(["bfloat16", "float32", None])]
+    assert group_rows([run_row(r) for r in formats])[0]["dtype"] == "bfloat16, float32"
+    assert "| bfloat16, float32 |" in markdown(group_rows([run_row(r) for r in formats]))
 
 
 def sweep_grid(folder: Path, steps: int) -> Path:

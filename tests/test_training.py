@@ -113,8 +113,38 @@ def test_resume_refuses_other_data_projection_seed_or_model_listing_the_differen
         run(projection_seed=5, resume=True)
     with pytest.raises(ValueError, match="model_fingerprint"):
         run(model=learnable_backbone(seed=1), resume=True)
+    bf16 = learnable_backbone()  # the same weights in another number format: `--dtype auto` on another machine
+    bf16.model.to(torch.bfloat16)
+    assert bf16.fingerprint == backbone.fingerprint
+    with pytest.raises(ValueError, match=r'dtype: "float32" -> "bfloat16"; .*pass --dtype float32 to continue'):
+        run(model=bf16, resume=True)
     assert scorer.task.name  # the original run is intact and can still be resumed
     run(resume=True)
+
+
+def test_a_checkpoint_written_before_the_identity_named_the_dtype_still_resumes(tmp_path):
+    """Checkpoints of runs started before `dtype` joined the identity (the sweeps in results/) must resume."""
+    backbone = learnable_backbone()
+    config = TrainConfig(steps=2, batch_size=4, lr=0.1, eval_every=2)
+    data = synthetic_examples(8, 0)
+
+    def run(**kw):
+        prompt = new_prompt(make_prompt_config("ulpt", 4, rank=2), backbone, seed=0)
+        return train_prompt(Scorer(backbone, synthetic_task()), prompt, data, data, config, tmp_path, test=data,
+                            progress=False, **kw)  # fmt: skip
+
+    first = run()
+    checkpoint = tmp_path / "checkpoint"
+    state_file = checkpoint / json.loads((checkpoint / "latest.json").read_text())["stem"]
+    state_file = state_file.with_suffix(".json")
+    state = json.loads(state_file.read_text())
+    assert state["identity"].pop("dtype") == "float32"
+    state_file.write_text(json.dumps(state))
+    assert run(resume=True).test == first.test
+    state["identity"]["model_fingerprint"] = "another model"  # the keys it has are still compared
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ValueError, match="model_fingerprint"):
+        run(resume=True)
 
 
 def test_out_holding_an_artifact_without_checkpoint_is_not_overwritten_unless_asked(tmp_path):

@@ -5,8 +5,8 @@
     DIR/checkpoint/                        what resuming needs (training/checkpoint.py: safetensors + JSON, no pickle)
 
 `RunFolder` is the scaffold both optimisers share: it refuses to write over an earlier run, refuses to resume with
-other settings, data or model (listing the differences), keeps the best validation prompt as the artifact (never a
-non-finite one), and leaves the log with exactly one record per step after any number of restarts.
+other settings, data, model or number format (listing the differences), keeps the best validation prompt as the
+artifact (never a non-finite one), and leaves the log with exactly one record per step after any number of restarts.
 """
 
 from __future__ import annotations
@@ -144,12 +144,18 @@ class RunFolder:
     def restore(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """The last checkpoint, after checking that it was made with this run's identity."""
         tensors, state = load_checkpoint(self.checkpoint_dir)
-        diffs = differences(state.get("identity"), self.identity)
+        saved = state.get("identity") or {}
+        # a key a checkpoint lacks was added to the identity after it was written (`dtype`): not known, not compared
+        diffs = differences(saved, {k: v for k, v in self.identity.items() if k in saved or not saved})
         if diffs:
+            hint = ""
+            if any(d.startswith("dtype:") for d in diffs):
+                hint = (f"; --dtype auto picks the number format by the machine, so pass --dtype {saved['dtype']} "
+                        "to continue in the run's own")  # fmt: skip
             raise ValueError(
                 "--resume: this run differs from the checkpoint in " + "; ".join(diffs[:12])
                 + (f" (and {len(diffs) - 12} more)" if len(diffs) > 12 else "")
-                + "; resume with the original settings, or start a new run in another --out"
+                + hint + "; resume with the original settings, or start a new run in another --out"
             )  # fmt: skip
         self.best, self.best_step = state["best"], state["best_step"]
         self.log.truncate_after(state["step"])

@@ -201,7 +201,7 @@ def run_search(
         raise ValueError("black-box search needs train and dev examples")
     model = evaluator.describe()
     identity = {"search_config": config.settings(), "model_fingerprint": model.get("fingerprint"),
-                "data": data_fingerprint(train, dev)}  # fmt: skip
+                "dtype": model.get("dtype"), "data": data_fingerprint(train, dev)}  # fmt: skip
     run = RunFolder(Path(out_dir), identity, resume=resume, overwrite=overwrite)
     search = _Search.start(evaluator, model, config, run, train, resume, extra_metadata or {})  # 1. prompt and ES
     history, metric = search.history, task.primary_metric

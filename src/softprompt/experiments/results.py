@@ -5,8 +5,9 @@
     OUT/results.md   the same as a markdown table, `mean ± std`
 
 Metrics: the task's primary metric on test and on validation (black-box: dev), the trainable (searched) parameter
-count and the wall time (of runs that ran in one go: a resumed run's covers its last attempt only; runs.csv has it,
-with `resumed`). Both files are rewritten (atomically) each time a run finishes.
+count, the number format(s) its runs' frozen model ran in, and the wall time (of runs that ran in one go: a resumed
+run's covers its last attempt only; runs.csv has it, with `resumed`). Both files are rewritten (atomically) each
+time a run finishes.
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ def group_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         entry: dict[str, Any] = dict(zip(GROUP, key, strict=True))
         entry["metric"] = members[0]["metric"]
         entry["seeds"] = len(members)
+        # the number format the frozen model ran in (`dtype auto` differs by machine): two here means the mean mixes
+        entry["dtype"] = ", ".join(sorted({m["dtype"] for m in members if m["dtype"]}))
         for name in METRICS:
             # a resumed run's wall time is its last attempt's: it says nothing of what a run takes
             kept = [m for m in members if name != "wall_s" or not m.get("resumed")]
@@ -86,7 +89,8 @@ def _fmt(mean: float, std: float, digits: int = 4) -> str:
 
 
 def markdown(groups: Sequence[dict[str, Any]], title: str = "") -> str:
-    head = ["task", "model", "run", "seeds", "metric", "test", "validation", "trainable params", "wall s (not resumed)"]
+    head = ["task", "model", "run", "seeds", "metric", "test", "validation", "trainable params", "dtype",
+            "wall s (not resumed)"]  # fmt: skip
     lines = [f"# {title}\n"] if title else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
@@ -99,6 +103,7 @@ def markdown(groups: Sequence[dict[str, Any]], title: str = "") -> str:
             _fmt(g["test_mean"], g["test_std"]),
             _fmt(g["validation_mean"], g["validation_std"]),
             f"{g['parameters_mean']:,.0f}" if math.isfinite(g["parameters_mean"]) else "-",
+            g["dtype"] or "-",
             f"{g['wall_s_mean']:.1f}" if math.isfinite(g["wall_s_mean"]) else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from softprompt.models.dims import ModelDims
+from softprompt.models.hardware import dtype_name
 from softprompt.models.inputs import PromptInputs
 
 
@@ -389,6 +390,9 @@ class Backbone:
             "num_layers": self.num_layers,
             "vocab_size": self.vocab_size,
             "fingerprint": self.fingerprint,
+            # the number format it runs in: a prompt tuned in one format serves in any (the fingerprint does not
+            # change), but a run resumes only in its own (runs.RunFolder), as bf16 and fp32 score differently
+            "dtype": dtype_name(self.dtype),
         }
 
     # --- tokenising --------------------------------------------------------------------------------------------

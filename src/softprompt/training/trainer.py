@@ -122,6 +122,7 @@ def train_prompt(
         "train_config": asdict(config),
         "prompt_config": prompt.config.settings(),
         "model_fingerprint": backbone.fingerprint,
+        "dtype": backbone.describe()["dtype"],
         "data": data_fingerprint(train, validation),
     }
     parallel = DataParallel.from_env(backbone.device)  # None unless launched as several processes
