@@ -198,3 +198,26 @@ def test_cuda_on_a_machine_without_one_is_one_clear_line(tiny_model_dir, capsys)
 
     assert main(["serve-lm", "--model", str(tiny_model_dir), "--device", "cuda"]) == 2  # at load, before serving
     assert capsys.readouterr().err.strip().endswith("no CUDA device (torch.cuda.is_available() is False)")
+
+
+def test_check_model_fails_as_loading_would_without_loading(monkeypatch, tmp_path, tiny_model_dir):
+    """What a sweep asks once before its first run: the same error `load_backbone` raises, or none where it loads."""
+    from softprompt.models.loading import check_model
+
+    def outcome(call, name):
+        try:
+            call(name)
+        except (ValueError, FileNotFoundError) as err:
+            return type(err).__name__, str(err)
+        return None
+
+    fake_embedded(monkeypatch, tmp_path, "no_such_model_pkg", assembled=False)
+    names = ["tiny-llama-steerable", "tiny-bogus", str(tiny_model_dir), str(tmp_path / "no-model"), "fake"]
+    for name in names:
+        assert outcome(check_model, name) == outcome(load_backbone, name), name
+    assert outcome(check_model, "fake")[1].endswith("pip install no-such-model-pkg==1.0")
+    assert "did you mean" not in outcome(check_model, str(tmp_path / "no-model"))[1]
+    built = tmp_path / "cache" / "models" / "fake"  # built once: the package is no longer needed
+    built.mkdir(parents=True)
+    (built / "model.safetensors").write_bytes(b"")
+    assert outcome(check_model, "fake") is None

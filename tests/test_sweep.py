@@ -182,6 +182,18 @@ def test_bad_grids_are_refused_with_a_clear_message(grid, message):
         parse_grid(grid)
 
 
+@pytest.mark.parametrize("model, error", [("tiny-lama", ValueError), ("/no/such/model", FileNotFoundError)])
+def test_a_model_that_cannot_load_stops_the_sweep_before_its_first_run(tmp_path, model, error):
+    """Not once per run (a hub lookup of a mistyped name takes ~25 s offline) and not after writing the folder."""
+    from softprompt.experiments.sweep import run_sweep
+
+    grid = parse_grid({"tasks": ["sst2"], "models": ["tiny-llama", model], "seeds": [0, 1],
+                       "runs": [{"method": "zero-shot"}]}, tmp_path)  # fmt: skip
+    with pytest.raises(error, match="tiny-lama" if error is ValueError else "cannot load model"):
+        run_sweep(grid, tmp_path / "out", echo=lambda line: None)
+    assert not (tmp_path / "out").exists()
+
+
 def test_results_table_groups_seeds_with_mean_and_sample_std():
     def result(seed: int, rank: int, test: float) -> dict:
         grid = parse_grid({"tasks": ["sst2"], "seeds": [seed], "runs": [{"method": "ulpt", "rank": rank}]})

@@ -168,6 +168,8 @@ def run_sweep(
     echo: Callable[[str], None] = print,
 ) -> SweepReport:
     """Run every unfinished run of `grid` under `out_dir`; rewrite the results table as each one finishes."""
+    from softprompt.models.loading import check_model
+
     if jobs < 1:
         raise ValueError(f"--jobs must be positive, got {jobs}")
     if threads is not None and threads < 1:
@@ -175,8 +177,6 @@ def run_sweep(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} is a file; the sweep folder must be a folder (choose another --out)")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "grid.json").write_text(json.dumps(grid.source, indent=1))
     results: dict[str, dict[str, Any]] = {}
     pending: list[RunSpec] = []
     skipped = []
@@ -187,6 +187,10 @@ def run_sweep(
             skipped.append(spec.name)
         else:
             pending.append(spec)
+    for model in dict.fromkeys(spec.model for spec in pending):  # a mistyped name fails here, not in every run
+        check_model(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "grid.json").write_text(json.dumps(grid.source, indent=1))
     total = len(grid.runs)
     echo(f"sweep {grid.name}: {total} runs, {len(skipped)} finished before, {len(pending)} to run -> {out_dir}")
     write_tables(out_dir, _ordered(grid, results), grid.name)

@@ -8,6 +8,7 @@ takes a while (~15-20 s for SmolLM2), so the first load writes a plain safetenso
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import os
@@ -141,6 +142,36 @@ def backbone_class(config: object) -> type[Backbone]:
     return CausalLMBackbone
 
 
+def _config(name_or_path: str, source: str) -> object:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(source)
+    except OSError as err:
+        close = difflib.get_close_matches(name_or_path.lower(), EMBEDDED, n=1)
+        raise FileNotFoundError(
+            f"cannot load model {name_or_path!r}: not an embedded model ({', '.join(EMBEDDED)}), "
+            f"not a local directory, and not reachable on the hub ({err.__class__.__name__})"
+            + (f"; did you mean {close[0]}?" if close else "")
+        ) from err
+
+
+def check_model(name_or_path: str) -> None:
+    """Raise what `load_backbone` would for a model it cannot find, without loading weights (a sweep asks before
+    its first run, not once per run): a tiny model's name, an embedded model built or installed, or a folder or hub
+    id with a config (a hub id costs one small download, then it is cached)."""
+    key = name_or_path.lower()
+    if key.startswith("tiny-"):
+        from softprompt.models.tiny import tiny_name
+
+        tiny_name(key)
+    elif key in EMBEDDED:
+        if not (cache_dir() / "models" / key / "model.safetensors").exists():
+            _package_dir(EMBEDDED[key])
+    else:
+        _config(name_or_path, name_or_path)
+
+
 def load_backbone(
     name_or_path: str = DEFAULT_MODEL,
     *,
@@ -154,7 +185,7 @@ def load_backbone(
     (`float32`, `bfloat16`, `float16`) or a torch dtype; `device` is `auto` (this process's GPU where there is one,
     else the CPU), a name (`cpu`, `cuda`, `cuda:1`, `mps`) or a torch device.
     """
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     device = resolve_device(device)
     key = name_or_path.lower()
@@ -163,13 +194,7 @@ def load_backbone(
 
         return tiny_backbone_named(key, max_length=max_length, dtype=resolve_dtype(dtype, device), device=device)
     source = str(materialise_embedded(key)) if key in EMBEDDED else name_or_path
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except OSError as err:
-        raise FileNotFoundError(
-            f"cannot load model {name_or_path!r}: not an embedded model ({', '.join(EMBEDDED)}), "
-            f"not a local directory, and not reachable on the hub ({err.__class__.__name__})"
-        ) from err
+    config = _config(name_or_path, source)
     torch_dtype = resolve_dtype(dtype, device)
     cls = backbone_class(config)
     auto = {"causal": AutoModelForCausalLM, "mlm": AutoModelForMaskedLM}.get(cls.kind)

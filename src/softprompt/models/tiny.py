@@ -160,12 +160,18 @@ def tiny_backbone(arch: str = "llama", seed: int = 0, max_length: int = 64, init
 TINY_ARCHS = ("llama", "gemma3", "t5", "roberta")
 
 
-def tiny_backbone_named(name: str, max_length: int = 64, dtype: torch.dtype | None = None, device: str = "cpu"):
-    """`tiny-llama`, `tiny-llama-steerable`, `tiny-t5`, ...: the same weights in every process (seed 0)."""
+def tiny_name(name: str) -> tuple[str, bool]:
+    """(architecture, steerable) of a tiny model's name; ValueError listing the names for any other."""
     arch, _, variant = name.removeprefix("tiny-").partition("-")
     if arch not in TINY_ARCHS or variant not in ("", "steerable") or (variant and arch not in ("llama", "gemma3")):
         choices = [f"tiny-{a}" for a in TINY_ARCHS] + ["tiny-llama-steerable", "tiny-gemma3-steerable"]
         raise ValueError(f"unknown tiny model {name!r}; known: {', '.join(choices)}")
+    return arch, bool(variant)
+
+
+def tiny_backbone_named(name: str, max_length: int = 64, dtype: torch.dtype | None = None, device: str = "cpu"):
+    """`tiny-llama`, `tiny-llama-steerable`, `tiny-t5`, ...: the same weights in every process (seed 0)."""
+    arch, variant = tiny_name(name)
     backbone = tiny_backbone(arch, seed=0, max_length=max_length, init_scale=0.5 if variant else 0.02)
     backbone.model.to(device=device, dtype=dtype or torch.float32)
     backbone.name = name
