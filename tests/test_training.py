@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,8 @@ def test_resume_refuses_other_data_projection_seed_or_model_listing_the_differen
         run(model=bf16, resume=True)
     assert scorer.task.name  # the original run is intact and can still be resumed
     run(resume=True)
+    config = replace(config, checkpoint_every_s=5.0)  # how often a run checkpoints is not what it trains
+    run(resume=True)
 
 
 def test_a_checkpoint_written_before_the_identity_named_the_dtype_still_resumes(tmp_path):
@@ -203,10 +206,28 @@ def test_diverged_training_stops_with_a_clear_error_and_keeps_no_inf_prompt(tmp_
     prompt = new_prompt(make_prompt_config("prompt_tuning", 4), backbone, seed=0)
     with torch.no_grad():
         prompt.embedding.fill_(float("inf"))
-    with pytest.raises(ValueError, match="diverged"):
+    with pytest.raises(ValueError, match=r"diverged at step 1 .*No prompt was saved in .*: none had been evaluated"):
         train_prompt(scorer, prompt, data, data, TrainConfig(steps=4, batch_size=4, lr=1e30, eval_every=2), tmp_path,
                      progress=False)  # fmt: skip
     assert not (tmp_path / "prompt.json").exists()
+
+
+def test_training_that_diverges_after_an_evaluation_keeps_the_best_prompt_and_says_so(tmp_path):
+    backbone = learnable_backbone()
+    scorer = Scorer(backbone, synthetic_task())
+    data = synthetic_examples(8, 0)
+    prompt = new_prompt(make_prompt_config("prompt_tuning", 4), backbone, seed=0)
+    finite_loss, calls = scorer.loss, []
+
+    def loss_that_turns_nan_at_step_3(*args, **kwargs):
+        calls.append(1)
+        return finite_loss(*args, **kwargs) * (float("nan") if len(calls) >= 3 else 1.0)
+
+    scorer.loss = loss_that_turns_nan_at_step_3
+    with pytest.raises(ValueError, match=r"diverged at step 3 .*The best prompt so far \(step 2\) stays in "):
+        train_prompt(scorer, prompt, data, data, TrainConfig(steps=4, batch_size=4, eval_every=2), tmp_path,
+                     progress=False)  # fmt: skip
+    assert PromptArtifact.from_pretrained(tmp_path, backbone).metrics["best_step"] == 2
 
 
 def run_script(out: Path, *flags: str) -> subprocess.Popen:

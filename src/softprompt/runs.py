@@ -111,6 +111,7 @@ class RunFolder:
     identity: dict[str, Any]
     resume: bool = False
     overwrite: bool = False
+    free: tuple[str, ...] = ()  # identity entries a resume may change, as they do not change the result
     best: dict[str, float] | None = field(default=None, init=False)
     best_step: int = field(default=-1, init=False)
 
@@ -147,6 +148,7 @@ class RunFolder:
         saved = state.get("identity") or {}
         # a key a checkpoint lacks was added to the identity after it was written (`dtype`): not known, not compared
         diffs = differences(saved, {k: v for k, v in self.identity.items() if k in saved or not saved})
+        diffs = [d for d in diffs if d.split(":", 1)[0] not in self.free]
         if diffs:
             hint = ""
             if any(d.startswith("dtype:") for d in diffs):

@@ -98,6 +98,14 @@ class TrainResult:
     replica: bool = False  # a data-parallel process other than 0: it trained in step and wrote nothing
 
 
+def _what_is_kept(run: RunFolder | None, out_dir: str | Path) -> str:
+    if run is None:  # a data-parallel replica: process 0 says it
+        return f"Process 0 says what stays in {out_dir}"
+    if run.best is None:
+        return f"No prompt was saved in {run.out_dir}: none had been evaluated yet (--eval-every sets how often)"
+    return f"The best prompt so far (step {run.best_step}) stays in {run.out_dir}"
+
+
 def train_prompt(
     scorer: Scorer,
     prompt: SoftPrompt,
@@ -128,7 +136,8 @@ def train_prompt(
     parallel = DataParallel.from_env(backbone.device)  # None unless launched as several processes
     # Process 0 owns the run folder; the others train in step with it and only read its checkpoint to resume.
     writes = parallel is None or parallel.is_main
-    run = RunFolder(Path(out_dir), identity, resume=resume, overwrite=overwrite) if writes else None
+    free = ("train_config.checkpoint_every_s",)  # how often it checkpoints does not change what it trains
+    run = RunFolder(Path(out_dir), identity, resume=resume, overwrite=overwrite, free=free) if writes else None
     metric = task.primary_metric
     step = 0
     if resume:
@@ -181,7 +190,7 @@ def train_prompt(
         if not math.isfinite(total):
             raise ValueError(
                 f"training diverged at step {step + 1} (loss {total}); lower the learning rate (it was "
-                f"{config.lr:g}). The best prompt so far stays in {run.out_dir}"
+                f"{config.lr:g}). " + _what_is_kept(run, out_dir)
             )
         if config.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
