@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,6 +91,7 @@ def test_remote_label_scores_match_local(arch: str, task: Task, llama: Backbone)
     evaluator = remote(bb, task, chunk_rows=4)  # chunks cut across candidates
     assert (evaluator.hidden_size, evaluator.num_layers) == (bb.hidden_size, bb.num_layers)
     assert evaluator.describe()["fingerprint"] == bb.fingerprint
+    assert evaluator.describe()["dtype"] == "float32"  # the endpoint's number format: part of a search's identity
     for d in (None, deep):
         got = evaluator.label_scores(EXAMPLES, PromptInputs(embeds=prompts, deep=d))
         assert got.shape == (P, len(EXAMPLES), len(task.labels))
@@ -584,3 +586,24 @@ def test_cli_registers_serve_lm() -> None:
 
     args = build_parser().parse_args(["serve-lm", "--model", "x", "--port", "9999", "--max-length", "128"])
     assert (args.host, args.port, args.max_length, args.model) == ("127.0.0.1", 9999, 128, "x")
+
+
+def test_blackbox_command_through_an_endpoint_ends_as_the_local_run(port: int, tmp_path: Path, capsys) -> None:
+    """`blackbox --endpoint` against `serve-lm` of the same model gives the local run's prompt and scores (P₀ drawn
+    from a normal, its default there, as an endpoint has no embeddings), and names the endpoint's number format."""
+    from softprompt.cli import main
+
+    data = Path(__file__).resolve().parents[1] / "data"  # the repository's SST-2 slice
+    server = Server(tiny_backbone("llama", max_length=256), port).start()
+    server.wait_started()
+    common = ["blackbox", "--task", "sst2", "--data-dir", str(data), "--shots", "4", "--budget", "20", "--popsize",
+              "5", "--dim", "8", "--prompt-len", "4", "--max-test-examples", "8", "--quiet"]  # fmt: skip
+    try:
+        assert main([*common, "--endpoint", f"http://127.0.0.1:{port}", "--out", str(tmp_path / "remote")]) == 0
+        remote = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    finally:
+        server.stop()
+    assert main([*common, "--model", "tiny-llama", "--init", "normal", "--out", str(tmp_path / "local")]) == 0
+    local = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert remote["dtype"] == local["dtype"] == "float32"
+    assert (remote["dev"], remote["test"], remote["best_calls"]) == (local["dev"], local["test"], local["best_calls"])

@@ -24,7 +24,6 @@ from softprompt.cli.common import (
     subset,
 )
 from softprompt.cli.options import add_options, given, positive_int
-from softprompt.models.hardware import dtype_name
 from softprompt.prompts import REGISTRY
 
 RENAME = {"use_scale": "scale", "use_shift": "shift", "bounds": "bound"}
@@ -92,14 +91,12 @@ def run(args: argparse.Namespace) -> int:
         from softprompt.remote.client import RemoteEvaluator
 
         evaluator = RemoteEvaluator(args.endpoint, task, api_key=api_key)
-        dtype = None  # the endpoint's own business
     else:
         from softprompt.evaluator import LocalEvaluator
         from softprompt.scoring import Scorer
 
         backbone = backbone_from_args(args)
         evaluator = LocalEvaluator(Scorer(backbone, task), chunk_size=args.chunk_size)
-        dtype = dtype_name(backbone.dtype)
     if args.method == "bbtv2":
         config = replace(config, prompt=replace(config.prompt, num_layers=evaluator.num_layers))
     model = evaluator.describe()
@@ -136,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
             "test": result.test,
             "searched_parameters": result.prompt.num_trainable_parameters(),
             "ask_tell_overhead_share": round(result.timing["overhead_share"], 4),
-            "dtype": dtype,
+            "dtype": model.get("dtype"),  # the number format the model ran in, here or at the endpoint
         }
     )
     return 0

@@ -57,7 +57,13 @@ class _BBTCommon(PromptConfig):
     projection_seed: int = 0  # seed of A (BBTv2: layer l uses derived_seed(seed, 1, l)) and of a random P₀
     alpha: float = 1.0  # projection std factor (see the formula above)
     sigma: float = 1.0  # the search's initial step size the projection std is scaled for
-    init: BaseInit = "vocab"
+    init: BaseInit = field(
+        default="vocab",
+        metadata={
+            "help": "P₀: embeddings of random vocabulary tokens (vocab) "
+            "or a normal draw (normal; the default of `blackbox --endpoint`, which has no embeddings)"
+        },
+    )
     # vocabulary ids whose embeddings are P₀ (init="vocab"); set by `initialize`, not an option
     base_token_ids: list[int] | None = field(default=None, metadata={"cli": False})
 
