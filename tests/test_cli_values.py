@@ -84,6 +84,12 @@ def train_argv(data: str, model_dir: str, out: Path, *extra: str) -> list[str]:
         ("serve-lm", "--chunk-rows", "0"),
         ("serve-lm", "--max-rows", "-1"),
         ("serve-lm", "--max-length", "1.5"),
+        # integers reach torch and numpy seeds, which take 64 bits (was "Overflow when unpacking long long")
+        ("train", "--seed", "99999999999999999999"),
+        ("blackbox", "--seed", "-99999999999999999999"),
+        ("blackbox", "--projection-seed", "18446744073709551616"),
+        ("eval", "--seed", "99999999999999999999"),
+        ("train", "--steps", "99999999999999999999"),
     ],
 )
 def test_bad_counts_are_usage_errors(capsys, command, flag, value):
@@ -92,6 +98,21 @@ def test_bad_counts_are_usage_errors(capsys, command, flag, value):
     code, err = run(capsys, [*head, flag, value, *tail])
     assert code == 2
     assert f"argument {flag}:" in err and value in err
+
+
+@pytest.mark.parametrize("command", ["train", "blackbox"])
+def test_an_out_that_is_a_file_is_refused_at_the_parser(capsys, tmp_path, command):
+    """Before the model loads (it used to fail after, with '[Errno 17] File exists'), and the file is kept."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    code, err = run(capsys, [command, "--task", "sst2", "--model", "no-such-model", "--out", str(afile)])
+    assert code == 2 and f"argument --out: {afile} is a file; a run writes into a folder" in err
+    assert afile.read_text() == "mine"
+
+
+def test_data_that_is_a_folder_says_so(capsys, tmp_path, model_dir):
+    code, err = run(capsys, train_argv(str(tmp_path), model_dir, tmp_path / "out"))
+    assert code == 2 and f"{tmp_path} is a folder; give a data file" in err
 
 
 def test_info_takes_no_numeric_option(capsys, tmp_path):

@@ -415,5 +415,5 @@ def check_model(metadata: dict[str, Any], backbone: Backbone, *, strict: bool = 
         raise ArtifactError(
             f"prompt was tuned on model {want.get('name')!r} (fingerprint {want.get('fingerprint')}), "
             f"but the loaded model {backbone.name!r} has fingerprint {backbone.fingerprint}; "
-            "pass the same model (or allow a different one explicitly)"
+            "load it with that model (in Python, strict_model=False accepts any model of its hidden size)"
         )

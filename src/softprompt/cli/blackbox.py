@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     config = check(args)
     api_key = api_key_from_env(args.api_key_env)  # before any work: a missing key is the user's to fix
     task = resolve_task(args)
-    train, dev = train_dev_k_shot(task.load("train", args.data_dir), args.shots, config.seed, len(task.labels))
+    train, dev = train_dev_k_shot(task.load("train", args.data_dir), args.shots, config.seed, len(task.labels),
+                                  task.labels)  # fmt: skip
     test = subset(task.load("test", args.data_dir), args.max_test_examples, config.seed)
     if args.endpoint:
         from softprompt.remote.client import RemoteEvaluator

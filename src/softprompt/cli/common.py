@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from softprompt.cli.options import fields_of, positive_int
@@ -78,9 +79,19 @@ def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False, 
     own.add_argument("--metrics", nargs="+", help="metric names; the first picks the best checkpoint")
 
 
+def run_folder(text: str) -> str:
+    """An argparse type: a folder to write a run into, refused at the parser if it names a file (not after loading
+    the model)."""
+    if Path(text).expanduser().exists() and not Path(text).expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; a run writes into a folder")
+    return text
+
+
 def add_run_args(parser: argparse.ArgumentParser) -> None:
     """Where a run writes, and whether it continues or replaces what is there (softprompt.runs.RunFolder)."""
-    parser.add_argument("--out", required=True, help="output folder for the artifact, log and checkpoints")
+    parser.add_argument(
+        "--out", required=True, type=run_folder, help="output folder for the artifact, log and checkpoints"
+    )
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out (exactly)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run or artifact in --out")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -191,7 +202,9 @@ def load_splits(
 
         if args.max_train_examples is not None or args.max_eval_examples is not None:
             raise ValueError("--shots picks the train and validation examples; drop --max-train/eval-examples")
-        train, validation = train_dev_k_shot(task.load("train", args.data_dir), shots, seed, len(task.labels))
+        train, validation = train_dev_k_shot(
+            task.load("train", args.data_dir), shots, seed, len(task.labels), task.labels
+        )
     else:
         train = subset(task.load("train", args.data_dir), args.max_train_examples, seed)
         validation = subset(task.load("validation", args.data_dir), args.max_eval_examples, seed)

@@ -14,7 +14,7 @@ from softprompt.cli.common import (
     subset,
     warn_truncated,
 )
-from softprompt.cli.options import positive_int
+from softprompt.cli.options import positive_int, whole_number
 from softprompt.models.hardware import dtype_name
 
 
@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     add_model_args(p, default=None)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--limit", type=positive_int, help="score a seeded subset of this many examples")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset (0); `train --seed S "
+    p.add_argument("--seed", type=whole_number, default=0, help="seed of the --limit subset (0); `train --seed S "
                    "--max-test-examples N` tests on the subset `--split test --limit N --seed S` scores")  # fmt: skip
     p.add_argument("--zero-shot", action="store_true", help="score the task's bare template without any prompt")
     p.add_argument("--batch-size", type=positive_int, default=32, help="examples per forward pass (32)")

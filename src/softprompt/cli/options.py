@@ -14,7 +14,19 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-SCALARS = {"int": int, "float": float, "str": str}
+
+def whole_number(text: str) -> int:
+    """An argparse type: an integer that fits in 64 bits (seeds reach torch and numpy, which take no more)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if not -(2**63) <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: at most 19 digits (|value| < 2**63)")
+    return value
+
+
+SCALARS = {"int": whole_number, "float": float, "str": str}
 
 
 def _kind(annotation: str) -> tuple[str, tuple[str, ...] | None]:
@@ -29,9 +41,9 @@ def _kind(annotation: str) -> tuple[str, tuple[str, ...] | None]:
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1 (a count, a size, a limit); anything else is a usage error (exit 2)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        value = whole_number(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at most 19 digits, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value

@@ -19,9 +19,10 @@ def _key(ex: Example) -> tuple[str, str | None]:
 
 
 def _by_label(
-    examples: Iterable[Example], exclude: Iterable[Example], num_labels: int | None, need: int
+    examples: Iterable[Example], exclude: Iterable[Example], num_labels: int | None, need: int, names: Sequence[str]
 ) -> dict[int, list[Example]]:
-    """Examples grouped by label (labels in order), each input text kept once and excluded texts dropped."""
+    """Examples grouped by label (labels in order), each input text kept once and excluded texts dropped; `names`
+    (the task's labels) name a label that has too few."""
     seen = {_key(ex) for ex in exclude}
     groups: dict[int, list[Example]] = {} if num_labels is None else {c: [] for c in range(num_labels)}
     for ex in examples:
@@ -33,7 +34,8 @@ def _by_label(
         groups.setdefault(ex.label, []).append(ex)
     for label, group in groups.items():
         if len(group) < need:
-            raise ValueError(f"label {label} has {len(group)} distinct examples, need {need}")
+            name = repr(names[label]) if 0 <= label < len(names) else str(label)
+            raise ValueError(f"label {name} has {len(group)} distinct examples, need {need}")
     return dict(sorted(groups.items()))
 
 
@@ -43,6 +45,7 @@ def sample_k_shot(
     seed: int,
     exclude: Iterable[Example] = (),
     num_labels: int | None = None,
+    names: Sequence[str] = (),
 ) -> list[Example]:
     """k examples of each label, in a seeded shuffled order.
 
@@ -52,13 +55,14 @@ def sample_k_shot(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     rng = random.Random(seed)
-    picked = [ex for group in _by_label(examples, exclude, num_labels, k).values() for ex in rng.sample(group, k)]
+    groups = _by_label(examples, exclude, num_labels, k, names).values()
+    picked = [ex for group in groups for ex in rng.sample(group, k)]
     rng.shuffle(picked)
     return picked
 
 
 def train_dev_k_shot(
-    examples: Sequence[Example], k: int, seed: int, num_labels: int | None = None
+    examples: Sequence[Example], k: int, seed: int, num_labels: int | None = None, names: Sequence[str] = ()
 ) -> tuple[list[Example], list[Example]]:
     """Disjoint k-per-label train and dev sets from one pool (the BBT setup: 16 + 16 per class from train)."""
     if k < 1:
@@ -66,7 +70,7 @@ def train_dev_k_shot(
     rng = random.Random(seed)
     train: list[Example] = []
     dev: list[Example] = []
-    for group in _by_label(examples, (), num_labels, 2 * k).values():
+    for group in _by_label(examples, (), num_labels, 2 * k, names).values():
         picked = rng.sample(group, 2 * k)
         train += picked[:k]
         dev += picked[k:]

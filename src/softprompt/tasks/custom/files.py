@@ -87,6 +87,8 @@ def _parse_text(data: bytes, name: str, fmt: str, encoding: str | None) -> Table
 def read_file(path: PathLike, fmt: str | None = None, encoding: str | None = None) -> DataFile:
     """Any supported file as rows of records; the format comes from the extension unless `fmt` is given."""
     name, path = str(path), Path(path).expanduser()
+    if path.is_dir():
+        raise DataError(f"{name} is a folder; give a data file (csv, tsv, jsonl or parquet)")
     if not path.is_file():
         raise DataError(f"{name}: file not found")
     fmt = fmt or FORMATS.get(path.suffix.lower())
