@@ -115,6 +115,13 @@ def test_data_that_is_a_folder_says_so(capsys, tmp_path, model_dir):
     assert code == 2 and f"{tmp_path} is a folder; give a data file" in err
 
 
+def test_eval_of_a_file_refuses_a_split_it_would_ignore(capsys, data, model_dir):
+    argv = ["eval", "--zero-shot", "--data", data, "--label-column", "label", "--model", model_dir, "--quiet"]
+    code, err = run(capsys, [*argv, "--split", "train"])
+    assert code == 2 and "--data scores every row of its file and --split picks a split" in err
+    assert run(capsys, argv)[0] == 0
+
+
 def test_info_takes_no_numeric_option(capsys, tmp_path):
     code, err = run(capsys, ["info", str(tmp_path), "--limit", "3"])
     assert code == 2 and "unrecognized arguments" in err

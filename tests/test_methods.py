@@ -81,6 +81,17 @@ def test_every_embedded_model_name_has_a_shipped_shape(monkeypatch):
         assert load_shape(name) == load_shape(entry.shape)
 
 
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-t5", "tiny-gemma3-steerable"])
+def test_tiny_model_names_have_the_loaded_models_shape_offline(monkeypatch, name):
+    """`params --model tiny-llama` took five hub retries to fail; the names every other command takes work here."""
+    from softprompt.models.loading import load_backbone
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert load_shape(name, 64) == load_backbone(name, max_length=64).dims
+    with pytest.raises(ValueError, match="unknown tiny model 'tiny-lama'"):
+        load_shape("tiny-lama")
+
+
 def test_shape_of_a_loaded_model_matches_its_config_file(tmp_path):
     backbone = tiny_backbone("llama")
     backbone.model.config.to_json_file(tmp_path / "config.json")

@@ -23,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("dir", nargs="?", help="artifact folder (omit with --zero-shot)")
     add_data_args(p, split_files=False)
     add_model_args(p, default=None)
-    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--split", choices=["train", "validation", "test"], help="split of the task's data (test)")
     p.add_argument("--limit", type=positive_int, help="score a seeded subset of this many examples")
     p.add_argument("--seed", type=whole_number, default=0, help="seed of the --limit subset (0); `train --seed S "
                    "--max-test-examples N` tests on the subset `--split test --limit N --seed S` scores")  # fmt: skip
@@ -41,6 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from softprompt.evaluator import LocalEvaluator
     from softprompt.scoring import Scorer
 
+    if args.data and args.split:  # it used to be ignored
+        raise ValueError("--data scores every row of its file and --split picks a split of the task's data: pass one")
+    args.split = args.split or "test"
     split = args.data or args.split  # what the output names as scored: the file, else the split
     if args.zero_shot:
         if args.dir or not (args.task or custom_spec(args)):
