@@ -80,6 +80,7 @@ def train_argv(data: str, model_dir: str, out: Path, *extra: str) -> list[str]:
         ("blackbox", "--chunk-size", "-1"),
         ("blackbox", "--max-test-examples", "0"),
         ("serve-lm", "--port", "99999"),
+        ("serve", "--port", "99999"),  # was a traceback from bind() once the model had loaded
         ("serve-lm", "--port", "0"),
         ("serve-lm", "--chunk-rows", "0"),
         ("serve-lm", "--max-rows", "-1"),

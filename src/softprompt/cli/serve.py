@@ -13,6 +13,7 @@ import argparse
 import os
 
 from softprompt.cli.common import add_model_args, backbone_from_args
+from softprompt.cli.options import port_number
 
 DEFAULT_REGISTRY = "sqlite:///./registry.db"
 
@@ -24,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help=f"registry URL: sqlite:///PATH or postgresql://... (default $SOFTPROMPT_REGISTRY, else "
                    f"{DEFAULT_REGISTRY})")  # fmt: skip
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--port", type=port_number, default=8000, help="port to listen on (default 8000)")
     p.add_argument("--admin-key-env", default="SOFTPROMPT_ADMIN_KEY",
                    help="environment variable holding the admin key that manages tenants and reads /metrics "
                    "(default SOFTPROMPT_ADMIN_KEY; unset: no tenant management over HTTP)")  # fmt: skip
