@@ -193,6 +193,49 @@ def test_classify_matches_the_library_and_reports_usage(server, bb, arts):
     assert r.status_code == 200 and r.json()["model"] == "b/pub"
 
 
+PART = {"type": "text", "text": "\udfff"}  # a chat content part
+
+
+@pytest.mark.parametrize(
+    "path, body, field",
+    [
+        ("/v1/classify", {"texts": ["good", "\ud800x"]}, "text 1"),
+        ("/v1/completions", {"prompt": "\ud800"}, "prompt 0"),
+        ("/v1/completions", {"prompt": ["a", "b\udc00"]}, "prompt 1"),
+        ("/v1/completions", {"prompt": "a", "stop": ["\n", "\ud800"]}, "stop string 1"),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "\udfff"}]}, "message 0 content"),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": [PART]}]}, "message 0 content"),
+        ("/v1/chat/completions", {"messages": [{"role": "\udfff", "content": "hi"}]}, "message 0 role"),
+    ],
+)
+def test_text_that_is_not_valid_unicode_is_a_422_naming_the_field(server, path, body, field):
+    """JSON carries lone surrogates ("\\ud800"), which no tokenizer takes: an OpenAI-style 422, not a 500."""
+    raw = json.dumps({"model": "ulpt", "max_tokens": 2, **body})  # ASCII, the surrogates as \\u escapes
+    http = TestClient(server.app, raise_server_exceptions=False)
+    r = http.post(path, content=raw, headers={**server.as_("a"), "Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == 422
+    assert error["message"].startswith(f"{field} is not valid Unicode: surrogates not allowed at position ")
+
+
+def test_chat_content_parts_are_typed_text_used_others_ignored(server):
+    """OpenAI's list form of a message's content: text parts are joined, an image part is ignored, and a text part
+    whose text is not a string is a 422 naming it (it was a 500 inside the server)."""
+    http = TestClient(server.app, raise_server_exceptions=False)
+    ask = {"model": "ulpt", "max_tokens": 2, "temperature": 0}
+
+    def chat(content):
+        return http.post("/v1/chat/completions", headers=server.as_("a"),
+                         json={**ask, "messages": [{"role": "user", "content": content}]})  # fmt: skip
+
+    parts = [{"type": "text", "text": "the movie "}, {"type": "image_url", "image_url": {"url": "x"}},
+             {"type": "text", "text": "was fine"}]  # fmt: skip
+    assert chat(parts).json()["choices"] == chat("the movie was fine").json()["choices"]
+    bad = chat([{"type": "text", "text": 5}])
+    assert bad.status_code == 422 and "messages.0.content" in bad.json()["error"]["message"]
+
+
 def test_tenant_a_cannot_read_use_list_overwrite_or_delete_tenant_b_prompts(server):
     a, http = server.as_("a"), server.http
     before = http.get("/v1/prompts/secret", headers=server.as_("b")).json()

@@ -55,8 +55,16 @@ def backbone_from_args(args: argparse.Namespace, default: str | None = None) -> 
     return load_backbone(name, max_length=args.max_length, dtype=args.dtype, device=args.device)
 
 
+def add_task_arg(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--task", required=required, help="built-in task name (sst2, rte, mrpc, cola, ...)")
+
+
+def add_task_file_arg(parser: argparse.ArgumentParser | argparse._ArgumentGroup, note: str = "") -> None:
+    parser.add_argument("--task-file", metavar="FILE", help=f"YAML/JSON task definition{note}")
+
+
 def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False, split_files: bool = True) -> None:
-    parser.add_argument("--task", required=task_required, help="built-in task name (sst2, rte, mrpc, cola, ...)")
+    add_task_arg(parser, task_required)
     parser.add_argument("--data-dir", help="folder with the task files (default: $SOFTPROMPT_DATA_DIR, else the hub)")
     own = parser.add_argument_group("your own data (instead of --task)")
     if split_files:
@@ -67,7 +75,7 @@ def add_data_args(parser: argparse.ArgumentParser, task_required: bool = False, 
                          help="accept a validation/test file that is the training file (else an error)")  # fmt: skip
     else:
         own.add_argument("--data", metavar="FILE", help="score every row of this file (.csv, .tsv, .jsonl, .parquet)")
-    own.add_argument("--task-file", metavar="FILE", help="YAML/JSON task definition (the flags below override it)")
+    add_task_file_arg(own, " (the flags below override it)")
     own.add_argument("--text-column", help="column with the input text (default: text; eval: the artifact's)")
     own.add_argument("--text-pair-column", help="column with the second text of a sentence-pair task")
     own.add_argument("--label-column", help="column with the class label (classification)")

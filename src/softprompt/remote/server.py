@@ -8,7 +8,8 @@
     POST /v1/hidden_state_stds    binary: batch + prompt (n,D) -> JSON {stds: [L floats]}
 
 Binary bodies are safetensors buffers (`softprompt.remote.wire`) with a JSON object in the metadata. Every input
-is checked against the model before it reaches it, so a wrong request gets a 4xx with a message, not a 500:
+is checked against the model before it reaches it, so a wrong request gets a 4xx with a message, not a 500 (text
+that is not valid Unicode too, and a malformed body is named without echoing it back):
 every dimension of a request is bounded, and so is its total work — token positions through the model
 (rows × (prompt + text positions)), values returned (rows × scored positions × token ids), hidden-state values a
 statistics request keeps — so no request can hold the model for long or allocate without bound (`Limits`).
@@ -34,6 +35,7 @@ from typing import Any, TypeVar
 
 import torch
 from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -51,6 +53,7 @@ from softprompt.remote.wire import (
     decode,
     encode,
 )
+from softprompt.utf8 import check_utf8
 from softprompt.version import __version__
 
 T = TypeVar("T")
@@ -112,6 +115,14 @@ def _in_range(t: torch.Tensor, name: str, high: int) -> None:
         raise _bad(f"{name} values must lie in [0, {high}), got [{int(t.min())}, {int(t.max())}]")
 
 
+def _valid_text(text: str, what: str) -> None:
+    """JSON can carry lone surrogates, which no tokenizer takes: a 422 naming the field, not a 500 inside the model."""
+    try:
+        check_utf8(text, what)
+    except ValueError as err:
+        raise _bad(str(err)) from None
+
+
 def _within(value: int, limit: int, what: str) -> None:
     if value > limit:
         raise _bad(f"{what} = {value:,}; this endpoint allows at most {limit:,}")
@@ -169,6 +180,15 @@ def _hostname(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+async def _invalid_body(request: Request, err: RequestValidationError) -> Response:
+    """A body the request model refuses: 422 and one line naming the field, never the input (FastAPI's default
+    echoes it, and fails on text it cannot encode), serialised as ASCII so that nothing in it can fail to encode."""
+    first = err.errors()[0] if err.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+    detail = f"{where}: {first.get('msg', 'invalid request')}".strip(": ")
+    return Response(json.dumps({"detail": detail}), status_code=422, media_type="application/json")
+
+
 async def _json_response(send: Send, status: int, detail: str, close: bool) -> None:
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
@@ -195,6 +215,7 @@ def create_app(
     d, layers, vocab = backbone.hidden_size, backbone.num_layers, backbone.vocab_size
     extras = sorted(backbone.encode(["probe"]).extras)  # architecture-specific batch inputs the client must send
     app = FastAPI(title="softprompt LM endpoint", version=__version__)
+    app.add_exception_handler(RequestValidationError, _invalid_body)
     slots = asyncio.Semaphore(limits.concurrency)
 
     async def in_worker(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -281,11 +302,9 @@ def create_app(
         if len(req.texts) > limits.max_rows or len(req.words) > limits.max_token_ids:
             raise _bad(f"at most {limits.max_rows} texts and {limits.max_token_ids} words per request")
         _within(max(map(len, [*req.texts, *req.words]), default=0), limits.max_text_chars, "characters in one text")
-        for i, text in enumerate([*req.texts, *req.words]):
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as err:  # JSON can carry lone surrogates, which no tokenizer takes
-                raise _bad(f"text {i} is not valid Unicode: {err.reason} at position {err.start}") from None
+        for what, texts in (("text", req.texts), ("word", req.words)):
+            for i, text in enumerate(texts):
+                _valid_text(text, f"{what} {i}")
         if req.continuations is not None:
             if len(req.continuations) != len(req.texts):
                 raise _bad(f"{len(req.continuations)} continuations for {len(req.texts)} texts")

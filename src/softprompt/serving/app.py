@@ -16,7 +16,8 @@ existence of another tenant's private prompt never shows. Uploads are parsed by 
 dtypes, finite values, sizes, checksums; no pickle) and must fit the served model; a path is never accepted.
 
 Limits: body size (413) and its arrival time (408), texts per request, tokens per text and max_tokens (422), a
-request timeout (504), a full queue (429). Streaming (`stream: true`) sends server-sent events in OpenAI's chunk
+request timeout (504), a full queue (429). Text no tokenizer takes (a lone surrogate, which JSON can carry) is a 422
+naming the field (`softprompt.utf8`). Streaming (`stream: true`) sends server-sent events in OpenAI's chunk
 format ending in `data: [DONE]`: each choice's text as the batched generation decodes it (engine `on_delta` -> an
 asyncio queue fed with call_soon_threadsafe, so the event loop never blocks), then its finish_reason, the usage if
 asked, `[DONE]`.
@@ -48,6 +49,7 @@ from softprompt.artifact import ArtifactError, PromptArtifact
 from softprompt.http_body import CLOSE, Disconnected, Receive, Refusal, Replay, Scope, Send, read_body
 from softprompt.serving.engine import Completion, Engine, GenerationOptions, QueueFull
 from softprompt.serving.metrics import ServerMetrics
+from softprompt.utf8 import check_utf8
 from softprompt.version import __version__
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -91,9 +93,16 @@ class CompletionRequest(_Sampling):
     use_template: bool = False  # extension: render the text with the prompt's task template first
 
 
+class ContentPart(BaseModel, extra="allow"):
+    """One part of a message's content in OpenAI's list form; text parts are used, others (images) ignored."""
+
+    type: str
+    text: str | None = None
+
+
 class ChatMessage(BaseModel):
     role: str
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[ContentPart] | None = None
 
 
 class ChatRequest(_Sampling):
@@ -177,11 +186,12 @@ def create_app(engine: Engine, registry: Any, *, admin_key: str | None = None, l
         except Exception as err:
             raise _mapped(err) from err
 
-    def check_tokens(texts: list[str]) -> int:
+    def check_tokens(texts: list[str], what: str = "text") -> int:
         if len(texts) > limits.max_texts:
             raise ApiError(422, f"{len(texts)} texts in one request; the limit is {limits.max_texts}")
         total = 0
         for i, text in enumerate(texts):
+            _valid_text(text, f"{what} {i}")
             n = engine.count_tokens(text)
             if n > max_input_tokens:
                 raise ApiError(422, f"text {i} has {n} tokens; the limit is {max_input_tokens}")
@@ -195,6 +205,8 @@ def create_app(engine: Engine, registry: Any, *, admin_key: str | None = None, l
         stop = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stop) > 4:
             raise ApiError(422, "at most 4 stop strings")
+        for i, text in enumerate(stop):
+            _valid_text(text, f"stop string {i}")
         sample = body.temperature > 0
         return GenerationOptions(n, sample, body.temperature if sample else 1.0, body.top_p, tuple(stop), body.seed)
 
@@ -223,13 +235,16 @@ def create_app(engine: Engine, registry: Any, *, admin_key: str | None = None, l
         texts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not texts:
             raise ApiError(422, "prompt: at least one text")
-        check_tokens(texts)
+        check_tokens(texts, "prompt")
         opts = options(body, body.max_tokens)
         return await generate(tenant, body, texts, opts, "text_completion", body.use_template)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request, body: ChatRequest) -> Any:
         tenant = await tenant_of(request)
+        for i, message in enumerate(body.messages):
+            _valid_text(message.role, f"message {i} role")
+            _valid_text(_content(message.content), f"message {i} content")
         text = render_chat(backbone.tokenizer, body.messages)
         check_tokens([text])
         opts = options(body, body.max_completion_tokens or body.max_tokens)
@@ -449,10 +464,18 @@ def render_chat(tokenizer: Any, messages: list[ChatMessage]) -> str:
     return "".join(f"{m['role']}: {m['content']}\n" for m in plain) + "assistant:"
 
 
-def _content(content: str | list[dict[str, Any]] | None) -> str:
+def _content(content: str | list[ContentPart] | None) -> str:
     if content is None or isinstance(content, str):
         return content or ""
-    return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return "".join(part.text or "" for part in content if part.type == "text")
+
+
+def _valid_text(text: str, what: str) -> None:
+    """A 422 naming the field for text no tokenizer takes (JSON can carry lone surrogates), not a 500 inside it."""
+    try:
+        check_utf8(text, what)
+    except ValueError as err:
+        raise ApiError(422, str(err)) from None
 
 
 def _ref(caller: str, record: Any) -> str:
