@@ -191,6 +191,8 @@ def main() -> None:
     if path is not None and path.exists():
         raise SystemExit(f"{path} exists; use an empty --dir")
     registry = open_registry(args.url or f"sqlite:///{path}")
+    for tenant in ("bench", *(f"t{i}" for i in range(TENANTS))):  # prompts are stored only for existing tenants
+        registry.create_tenant(tenant)
     factory = BlobFactory()
     rng = random.Random(0)
     blob_bytes = len(factory.blobs(1)[0])

@@ -53,6 +53,7 @@ def test_registry_commands(capsys, tmp_path, monkeypatch) -> None:
     assert code == 0 and rec["key"] == "acme/s@1" and rec["method"] == "ulpt" and not rec["public"]
     code, [rec], _ = run_cli(capsys, "registry", "add", tmp_path / "two", "--tenant", "acme", "--name", "s", *reg)
     assert rec["key"] == "acme/s@2" and rec["method"] == "prompt_tuning"
+    run_cli(capsys, "registry", "tenant", "create", "globex", *reg)
     run_cli(capsys, "registry", "add", tmp_path / "one", "--tenant", "globex", "--name", "g", "--public", *reg)
 
     # the environment variable names the registry when --registry is not given
@@ -97,9 +98,26 @@ def test_registry_commands(capsys, tmp_path, monkeypatch) -> None:
     assert code == 0 and rotated["api_key"] != created["api_key"]
     code, _, _ = run_cli(capsys, "registry", "tenant", "rm", "acme")
     _, tenants, _ = run_cli(capsys, "registry", "tenant", "list")
-    assert code == 0 and tenants == []
+    assert code == 0 and tenants == [{"tenant": "globex"}]
     _, listed, _ = run_cli(capsys, "registry", "list", "--tenant", "acme")
     assert [r["key"] for r in listed] == ["globex/g@1"]
+
+
+def test_registry_add_for_an_unknown_tenant_is_refused(capsys, tmp_path) -> None:
+    """No prompt without an owner: a tenant created later under that name does not find (take over) it."""
+    reg = ["--registry", f"sqlite:///{tmp_path}/reg.db"]
+    save_artifact(tmp_path / "a", "ulpt", 1, MODEL)
+    code, out, err = run_cli(capsys, "registry", "add", tmp_path / "a", "--tenant", "ghost", "--name", "orphan", *reg)
+    assert code == 2 and out == [] and len(err.strip().splitlines()) == 1
+    assert "unknown tenant 'ghost'; create it with `softprompt registry tenant create ghost`" in err
+    _, tenants, _ = run_cli(capsys, "registry", "tenant", "list", *reg)
+    assert tenants == []
+    code, [created], _ = run_cli(capsys, "registry", "tenant", "create", "ghost", *reg)
+    assert code == 0 and created["tenant"] == "ghost"
+    code, listed, _ = run_cli(capsys, "registry", "list", "--tenant", "ghost", "--own", *reg)
+    assert code == 0 and listed == []
+    code, [rec], _ = run_cli(capsys, "registry", "add", tmp_path / "a", "--tenant", "ghost", "--name", "orphan", *reg)
+    assert code == 0 and rec["key"] == "ghost/orphan@1"
 
 
 def test_export_command_and_refusals(capsys, tmp_path) -> None:
@@ -128,6 +146,8 @@ def test_registry_import_of_a_peft_adapter(capsys, tmp_path, tiny_model_dir) -> 
     )
     model.save_pretrained(tmp_path / "adapter")
     url = f"sqlite:///{tmp_path}/reg.db"
+    with open_registry(url) as registry:
+        registry.create_tenant("acme")
     argv = ["registry", "import", tmp_path / "adapter", "--tenant", "acme", "--name", "pt", "--model", tiny_model_dir]
     code, [rec], err = run_cli(capsys, *argv, "--registry", url, "--task", "sst2")
     assert code == 0, err
@@ -140,3 +160,29 @@ def test_registry_import_of_a_peft_adapter(capsys, tmp_path, tiny_model_dir) -> 
     code, _, err = run_cli(capsys, "registry", "import", tmp_path / "adapter", "--tenant", "acme", "--name", "pt",
                            "--registry", url)  # fmt: skip
     assert code == 2 and "--model" in err
+
+
+def test_registry_import_refuses_an_adapter_exported_from_another_model(capsys, tmp_path) -> None:
+    """`export --to peft` of a tiny-llama prompt, imported with --model tiny-gemma3 (same hidden size): refused with
+    one line naming both models and the opt-out, which then imports it."""
+    from softprompt.models.tiny import tiny_backbone_named
+
+    llama = tiny_backbone_named("tiny-llama").describe()
+    save_artifact(tmp_path / "a", "ulpt", 5, llama)
+    reg = ["--registry", f"sqlite:///{tmp_path}/reg.db", "--tenant", "acme"]
+    assert run_cli(capsys, "export", tmp_path / "a", "--to", "peft", tmp_path / "out_peft")[0] == 0
+    assert run_cli(capsys, "registry", "tenant", "create", "acme", *reg[:2])[0] == 0
+    argv = ["registry", "import", tmp_path / "out_peft", "--name", "imp", *reg]
+    code, out, err = run_cli(capsys, *argv, "--model", "tiny-gemma3")
+    [error] = [line for line in err.splitlines() if "error:" in line]  # (beside the model's dtype line)
+    assert code == 2 and out == [] and error.endswith("pass --allow-other-base-model to import it anyway")
+    assert "exported from 'tiny-llama'" in error and "not from 'tiny-gemma3'" in error
+    assert run_cli(capsys, "registry", "list", *reg)[1] == []
+    code, [rec], err = run_cli(capsys, *argv, "--model", "tiny-llama")
+    assert code == 0 and rec["key"] == "acme/imp@1", err
+    code, [rec], err = run_cli(capsys, *argv, "--model", "tiny-gemma3", "--allow-other-base-model")
+    assert code == 0 and rec["key"] == "acme/imp@2", err
+    with open_registry(reg[1]) as registry:
+        stored = [PromptArtifact.from_bytes(registry.get("acme", "imp", v).blob).model for v in (1, 2)]
+    assert [m["name"] for m in stored] == ["tiny-llama", "tiny-gemma3"]
+    assert stored[0]["fingerprint"] == llama["fingerprint"]

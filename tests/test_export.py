@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from types import SimpleNamespace
 
 import pytest
 import serving_helpers
@@ -13,10 +14,10 @@ from safetensors.torch import load_file, save_file
 from synthetic import synthetic_examples, synthetic_task
 
 from softprompt.artifact import PromptArtifact
-from softprompt.models.tiny import tiny_backbone
+from softprompt.models.tiny import tiny_backbone, tiny_backbone_named
 from softprompt.prompts import REGISTRY, build_prompt
 from softprompt.scoring import Scorer
-from softprompt.serving.export import ExportError, export_embeds, export_peft, import_peft
+from softprompt.serving.export import ExportError, export_embeds, export_peft, import_peft, model_names, same_model
 
 peft = pytest.importorskip("peft")
 
@@ -130,9 +131,13 @@ def test_embeds_export_is_the_prompt_in_front_of_the_text(backbone, tmp_path) ->
             torch.testing.assert_close(logits, ours[row], atol=1e-4, rtol=1e-4)
 
 
-def test_peft_import_round_trip_and_checks(backbone, saved_model, tmp_path) -> None:
+def test_peft_import_round_trip_and_checks(saved_model, tmp_path) -> None:
     from peft import PromptTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForCausalLM
+
+    from softprompt.models import load_backbone
+
+    backbone = load_backbone(str(saved_model), dtype="float32")  # the model the adapter names (its folder)
 
     # an adapter made by PEFT itself
     model = get_peft_model(
@@ -174,6 +179,57 @@ def test_peft_import_round_trip_and_checks(backbone, saved_model, tmp_path) -> N
         import_peft(bad, backbone)
     with pytest.raises(ExportError, match="not a PEFT adapter"):
         import_peft(tmp_path, backbone)
+
+
+def test_peft_import_refuses_an_adapter_exported_from_another_model(tmp_path) -> None:
+    """softprompt's own export carries the model's fingerprint: only that model imports it, though another one (here
+    tiny-gemma3, or tiny-llama with other weights) has the same hidden size; the opt-out imports it anyway."""
+    llama, gemma = tiny_backbone_named("tiny-llama"), tiny_backbone_named("tiny-gemma3")
+    assert llama.hidden_size == gemma.hidden_size and llama.fingerprint != gemma.fingerprint
+    artifact = random_artifact("ulpt", llama, seed=4)
+    out = export_peft(artifact, tmp_path / "adapter", base_model="HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert import_peft(out, llama).model["fingerprint"] == llama.fingerprint  # the fingerprint outranks the name
+    other_weights = tiny_backbone("llama", seed=3, init_scale=0.5)  # also named tiny-llama
+    for wrong in (gemma, other_weights):
+        with pytest.raises(ExportError) as info:
+            import_peft(out, wrong)
+        message = str(info.value)
+        assert f"exported from 'tiny-llama' (fingerprint '{llama.fingerprint}')" in message
+        assert f"not from {wrong.name!r} (fingerprint '{wrong.fingerprint}')" in message
+        assert "--allow-other-base-model" in message and "\n" not in message
+    forced = import_peft(out, gemma, allow_other_base_model=True)
+    assert forced.model["fingerprint"] == gemma.fingerprint
+    torch.testing.assert_close(forced.prompt.materialize().embeds[0], artifact.prompt.materialize().embeds[0])
+
+
+def test_peft_import_refuses_an_adapter_naming_another_base_model(tmp_path) -> None:
+    """An adapter made elsewhere (no fingerprint) is checked by the base model it names."""
+    llama, gemma = tiny_backbone_named("tiny-llama"), tiny_backbone_named("tiny-gemma3")
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    config = {"peft_type": "PROMPT_TUNING", "task_type": "CAUSAL_LM", "num_virtual_tokens": 3}
+    (adapter / "adapter_config.json").write_text(json.dumps(dict(config, base_model_name_or_path="TINY-LLAMA/")))
+    save_file({"prompt_embeddings": torch.randn(3, llama.hidden_size)}, adapter / "adapter_model.safetensors")
+    assert import_peft(adapter, llama).prompt.prompt_len == 3  # case and a trailing '/' do not matter
+    with pytest.raises(ExportError, match="tuned on 'TINY-LLAMA/', not 'tiny-gemma3'; pass --allow-other-base-model"):
+        import_peft(adapter, gemma)
+    assert import_peft(adapter, gemma, allow_other_base_model=True).model["name"] == "tiny-gemma3"
+    (adapter / "adapter_config.json").write_text(json.dumps(dict(config, base_model_name_or_path=None)))
+    assert import_peft(adapter, gemma).prompt.prompt_len == 3  # no name to check: the hidden size only
+
+
+def test_base_model_names_that_mean_the_same_model() -> None:
+    """Hub ids, softprompt's embedded names and local folders, compared case-insensitively."""
+    smollm2 = model_names(SimpleNamespace(name="smollm2-135m-instruct"))
+    assert same_model("HuggingFaceTB/SmolLM2-135M-Instruct", smollm2)  # the hub model it was converted from
+    assert same_model("/models/SmolLM2-135M-Instruct/", smollm2)  # a local copy
+    assert not same_model("someone/SmolLM2-135M-Instruct", smollm2)  # another owner's (a fine-tune?)
+    assert not same_model("google/gemma-3-270m", smollm2) and not same_model("SmolLM2-360M-Instruct", smollm2)
+    assert same_model("google/gemma-3-270m", model_names(SimpleNamespace(name="gemma3-270m")))
+    assert not same_model("google/gemma-3-270m-it", model_names(SimpleNamespace(name="gemma3-270m")))
+    by_hub_id = model_names(SimpleNamespace(name="HuggingFaceTB/SmolLM2-135M-Instruct"))
+    assert same_model("smollm2-135m-instruct", by_hub_id) and same_model("./SmolLM2-135M-Instruct", by_hub_id)
+    assert not same_model("other/SmolLM2-135M-Instruct", by_hub_id)
 
 
 @pytest.mark.integration

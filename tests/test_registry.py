@@ -46,6 +46,13 @@ def registry(registry_url: str):
     reg.close()
 
 
+def with_tenants(registry: Registry, *tenants: str) -> Registry:
+    """`registry` with these tenants created (prompts are stored only for existing tenants)."""
+    for tenant in tenants:
+        registry.create_tenant(tenant)
+    return registry
+
+
 def status_of(call) -> int:
     with pytest.raises(RegistryError) as info:
         call()
@@ -54,6 +61,7 @@ def status_of(call) -> int:
 
 # --- storage --------------------------------------------------------------------------------------------------------
 def test_put_get_versions_and_blob_round_trip(registry: Registry) -> None:
+    with_tenants(registry, "acme")
     blobs = [make_blob(1), make_blob(2)]
     first = registry.put("acme", "sentiment", blobs[0])
     second = registry.put("acme", "sentiment", blobs[1], public=True)
@@ -76,6 +84,7 @@ def test_put_get_versions_and_blob_round_trip(registry: Registry) -> None:
 
 
 def test_versions_are_never_reused(registry: Registry) -> None:
+    with_tenants(registry, "acme")
     registry.put("acme", "p", make_blob(1))
     registry.put("acme", "p", make_blob(2))
     assert registry.delete("acme", "p", 2) == 1
@@ -88,6 +97,7 @@ def test_versions_are_never_reused(registry: Registry) -> None:
 
 
 def test_bad_input_is_refused_with_a_status(registry: Registry) -> None:
+    with_tenants(registry, "acme")
     blob = make_blob(1)
     tampered = bytearray(blob)
     tampered[-3] ^= 0x40  # a bit inside the tensor bytes
@@ -101,6 +111,7 @@ def test_bad_input_is_refused_with_a_status(registry: Registry) -> None:
 
 
 def test_integrity_is_checked_on_read(registry: Registry) -> None:
+    with_tenants(registry, "acme")
     registry.put("acme", "p", make_blob(1))
     other = zlib.compress(make_blob(2))  # a valid artifact, but not the one whose sha256 the row holds
     registry._run(lambda conn: registry._execute(conn, "UPDATE sp_prompts SET data = ?", (other,)))
@@ -112,6 +123,7 @@ def test_integrity_is_checked_on_read(registry: Registry) -> None:
 
 
 def test_resolve_reference_forms(registry: Registry) -> None:
+    with_tenants(registry, "acme")
     registry.put("acme", "p", make_blob(1))
     registry.put("acme", "p", make_blob(2))
     assert registry.resolve("acme", "p").version == 2
@@ -122,6 +134,7 @@ def test_resolve_reference_forms(registry: Registry) -> None:
 
 def test_row_is_compact_for_a_smollm2_sized_ulpt_prompt(registry: Registry) -> None:
     """ULPT r=2, n=100 on hidden size 576 (SmolLM2-135M): the stored row stays well under 8 KB."""
+    with_tenants(registry, "acme")
     blob = make_blob(7, hidden=576, n=100)
     registry.put("acme", "big", blob)
     rows = registry._run(
@@ -133,6 +146,7 @@ def test_row_is_compact_for_a_smollm2_sized_ulpt_prompt(registry: Registry) -> N
 
 # --- tenants ----------------------------------------------------------------------------------------------------------
 def test_tenant_isolation(registry: Registry) -> None:
+    with_tenants(registry, "alice", "bob")
     registry.put("bob", "secret", make_blob(1))
     registry.put("bob", "shared", make_blob(2), public=True)
     # alice cannot read bob's private prompt, and cannot tell it from a missing one
@@ -183,10 +197,11 @@ def test_api_keys_are_stored_hashed_and_rotate(registry: Registry) -> None:
 
 def test_delete_tenant_removes_its_prompts_and_key(registry: Registry) -> None:
     key = registry.create_tenant("acme")
+    with_tenants(registry, "globex")
     registry.put("acme", "p", make_blob(1), public=True)
     registry.put("globex", "q", make_blob(2))
     registry.delete_tenant("acme")
-    assert registry.tenant_for_key(key) is None and registry.tenants() == []
+    assert registry.tenant_for_key(key) is None and registry.tenants() == ["globex"]
     assert status_of(lambda: registry.resolve("globex", "acme/p")) == 404
     assert [r.key for r in registry.list("globex")] == ["globex/q@1"]
     registry.create_tenant("acme")
@@ -195,13 +210,48 @@ def test_delete_tenant_removes_its_prompts_and_key(registry: Registry) -> None:
     assert status_of(lambda: registry.delete_tenant("nobody")) == 404
 
 
+def test_prompts_are_stored_only_for_existing_tenants(registry: Registry) -> None:
+    """A prompt for an unknown tenant is refused (nothing stored), so a tenant created later under that name starts
+    empty instead of taking the prompt over."""
+    with_tenants(registry, "acme")
+    generation = registry.generation()
+    with pytest.raises(RegistryError) as info:
+        registry.put("ghost", "orphan", make_blob(1), public=True)
+    assert info.value.status == 404
+    assert str(info.value) == "unknown tenant 'ghost'; create it with `softprompt registry tenant create ghost`"
+    # put_many is all or none: the known tenant's prompt is not stored either
+    both = [("acme", "p", make_blob(1), None), ("ghost", "q", make_blob(2), None)]
+    assert status_of(lambda: registry.put_many(both)) == 404
+    assert registry.generation() == generation and registry.tenants() == ["acme"]
+    assert registry.list("acme") == [] and registry.list("ghost") == []
+    registry.create_tenant("ghost")
+    assert registry.list("ghost", include_public=False) == []
+    assert status_of(lambda: registry.resolve("ghost", "orphan")) == 404
+    # a deleted tenant is unknown again
+    registry.delete_tenant("acme")
+    assert status_of(lambda: registry.put("acme", "p", make_blob(1))) == 404
+
+
+def test_prompts_left_without_a_tenant_block_creating_it(registry: Registry) -> None:
+    """A registry written before tenants were checked may hold prompts under a name with no tenant: creating that
+    tenant is refused until `delete_tenant` has removed them."""
+    with_tenants(registry, "ghost").put("ghost", "orphan", make_blob(1), public=True)
+    registry._run(lambda conn: registry._execute(conn, "DELETE FROM sp_tenants"))  # as an older version left it
+    with pytest.raises(RegistryError, match="holds 1 prompt version.*softprompt registry tenant rm ghost") as info:
+        registry.create_tenant("ghost")
+    assert info.value.status == 409 and registry.tenants() == []
+    registry.delete_tenant("ghost")
+    registry.create_tenant("ghost")
+    assert registry.list("ghost", include_public=False) == [] and registry.put("ghost", "p", make_blob(2)).version == 1
+
+
 # --- generation, replicas, threads, cache -----------------------------------------------------------------------------
 def test_generation_changes_on_every_write_only(registry: Registry) -> None:
     seen = [registry.generation()]
     for write in (
+        lambda: registry.create_tenant("acme"),
         lambda: registry.put("acme", "p", make_blob(1)),
         lambda: registry.set_public("acme", "p", True),
-        lambda: registry.create_tenant("acme"),
         lambda: registry.rotate_key("acme"),
         lambda: registry.delete("acme", "p"),
     ):
@@ -218,6 +268,7 @@ def test_generation_changes_on_every_write_only(registry: Registry) -> None:
 
 def test_replicas_see_each_others_writes_and_cache_serves_new_version_within_a_second(registry_url: str) -> None:
     with open_registry(registry_url) as writer, open_registry(registry_url) as replica:
+        with_tenants(writer, "acme")
         cache = PromptCache(replica, capacity=8)
         writer.put("acme", "p", make_blob(1))
         assert replica.get("acme", "p").version == 1
@@ -248,6 +299,7 @@ def test_replicas_see_each_others_writes_and_cache_serves_new_version_within_a_s
 def test_concurrent_puts_from_threads_and_replicas_get_distinct_versions(registry_url: str) -> None:
     blob = make_blob(1)
     with open_registry(registry_url) as one, open_registry(registry_url) as two:
+        with_tenants(one, "acme")
         versions: list[int] = []
         errors: list[BaseException] = []
 
@@ -272,6 +324,7 @@ def test_cache_is_lru_and_checks_the_model(registry: Registry) -> None:
     from softprompt.models.tiny import tiny_backbone
 
     backbone = tiny_backbone("llama")
+    with_tenants(registry, "acme")
     good = make_artifact(1, model=backbone.describe())
     registry.put("acme", "good", good.to_bytes())
     registry.put("acme", "other", make_blob(2))  # tuned on another model (fingerprint)
@@ -294,7 +347,7 @@ def test_cache_is_lru_and_checks_the_model(registry: Registry) -> None:
 def test_open_registry_urls(tmp_path) -> None:
     plain = tmp_path / "plain.db"
     with open_registry(str(plain)) as reg:
-        reg.put("acme", "p", make_blob(1))
+        with_tenants(reg, "acme").put("acme", "p", make_blob(1))
     with open_registry(f"sqlite:///{plain}") as reg:
         assert reg.get("acme", "p").version == 1
     for url in ("", "mysql://x", "sqlite:///:memory:"):

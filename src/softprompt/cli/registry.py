@@ -72,6 +72,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     i.add_argument("--name", required=True, help="prompt name")
     i.add_argument("--task", help="built-in task the adapter was tuned for (template, labels, verbalizer)")
     i.add_argument("--public", action="store_true", default=None, help="readable by every tenant")
+    i.add_argument("--allow-other-base-model", action="store_true",
+                   help="import although the adapter was made for another model than --model")  # fmt: skip
     add_model_args(i, default=None)
     i.set_defaults(run=run_import)
 
@@ -183,7 +185,9 @@ def run_import(args: argparse.Namespace) -> int:
         from softprompt.tasks.builtin import get_task
 
         task = get_task(args.task)
-    artifact = import_peft(args.dir, backbone_from_args(args), task=task)
+    artifact = import_peft(
+        args.dir, backbone_from_args(args), task=task, allow_other_base_model=args.allow_other_base_model
+    )
     with _open(args) as registry:
         print_json(registry.put(args.tenant, args.name, artifact.to_bytes(), public=args.public).describe())
     return 0

@@ -10,13 +10,24 @@ and are refused with one line. Only causal models are exported: there the prompt
 puts it (a masked LM keeps its [CLS] first; PEFT would not).
 
 Import reads `adapter_config.json` and `adapter_model.safetensors` with softprompt's bounded safe readers (a pickled
-`adapter_model.bin` is never opened) and makes a prompt_tuning artifact for the model it is registered on.
+`adapter_model.bin` is never opened) and makes a prompt_tuning artifact for the model it is registered on. A prompt
+on another model than its own gives wrong answers without an error (an equal hidden size proves nothing), so import
+also refuses an adapter made for another model, unless told otherwise (`allow_other_base_model`):
+
+    softprompt's own export (its weights' metadata holds the model's fingerprint):   the fingerprints are equal
+    any other adapter naming base_model_name_or_path:   that name is the model's (`--model`) or, for an embedded
+        model, the hub id it was converted from; or one of the two is a folder with the other's last path part.
+        Case-insensitive: HuggingFaceTB/SmolLM2-135M-Instruct = smollm2-135m-instruct = /models/SmolLM2-135M-Instruct,
+        but someone/SmolLM2-135M-Instruct is another model (a hub id names its owner: another's may be a fine-tune)
+    an adapter naming no base model:   the hidden size only
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +48,14 @@ PEFT_KEY = "prompt_embeddings"
 EMBEDS_FILE = "prompt_embeds.safetensors"
 EMBEDS_KEY = "prompt_embeds"
 EXPORTABLE_KINDS = ("causal",)
+FINGERPRINT_KEY = "softprompt_model_fingerprint"  # in the safetensors metadata of softprompt's PEFT export
+ALLOW_FLAG = "--allow-other-base-model"
+# The hub models the embedded models were converted from (what a PEFT adapter tuned on them names).
+EMBEDDED_SOURCES = {
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    "gemma3-270m": "google/gemma-3-270m",
+}
+HUB_ID = re.compile(r"[^/.\s][^/\s]*/[^/\s]+")
 
 
 class ExportError(ValueError):
@@ -102,10 +121,19 @@ def export_peft(
         "auto_mapping": None,
         "modules_to_save": None,
     }
-    weights = safetensors_bytes({PEFT_KEY: matrix}, metadata={"format": "pt"})
+    weights = safetensors_bytes({PEFT_KEY: matrix}, metadata=_peft_metadata(artifact))
     atomic_write(folder / PEFT_WEIGHTS, lambda p: Path(p).write_bytes(weights))
     atomic_write_text(folder / PEFT_CONFIG, json.dumps(config, indent=2) + "\n")
     return folder
+
+
+def _peft_metadata(artifact: PromptArtifact) -> dict[str, str]:
+    """PEFT reads only "format"; the model's name and fingerprint let `import_peft` check the model it is put on."""
+    metadata = {"format": "pt", "softprompt_model": str(artifact.model.get("name")), "softprompt_version": __version__}
+    fingerprint = artifact.model.get("fingerprint")
+    if isinstance(fingerprint, str) and fingerprint:
+        metadata[FINGERPRINT_KEY] = fingerprint
+    return metadata
 
 
 def export_embeds(artifact: PromptArtifact, out: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -157,13 +185,63 @@ print(out[0].outputs[0].text)
 """.replace("{file}", EMBEDS_FILE).replace("{key}", EMBEDS_KEY)
 
 
+def model_names(backbone: Backbone) -> list[str]:
+    """The names `backbone` goes by: the one it was loaded under and, for an embedded model, the hub id it was
+    converted from (or, loaded by that hub id, the embedded name)."""
+    name = backbone.name.lower()
+    aliases = [hub for embedded, hub in EMBEDDED_SOURCES.items() if embedded == name]
+    aliases += [embedded for embedded, hub in EMBEDDED_SOURCES.items() if hub.lower() == name]
+    return [backbone.name, *aliases]
+
+
+def _normalised(name: str) -> str:
+    return name.strip().rstrip("/").lower()
+
+
+def _is_folder(name: str) -> bool:
+    """A local path: it has a '/' but is not a hub id (owner/name)."""
+    return "/" in name and not HUB_ID.fullmatch(name)
+
+
+def same_model(named: str, names: Iterable[str]) -> bool:
+    """Whether an adapter's base_model_name_or_path means one of `names` (the rule in the module docstring)."""
+    wanted = _normalised(named)
+    for name in map(_normalised, names):
+        if wanted == name:
+            return True
+        if (_is_folder(wanted) or _is_folder(name)) and wanted.rsplit("/", 1)[-1] == name.rsplit("/", 1)[-1]:
+            return True
+    return False
+
+
+def check_base_model(config: dict[str, Any], metadata: dict[str, str], backbone: Backbone) -> None:
+    """Refuse an adapter made for another model than `backbone`: by fingerprint where softprompt exported it, else by
+    the base model it names (see the module docstring)."""
+    base = config.get("base_model_name_or_path")
+    fingerprint = (metadata or {}).get(FINGERPRINT_KEY)
+    if fingerprint is not None:
+        if fingerprint != backbone.fingerprint:
+            made_on = (metadata or {}).get("softprompt_model") or base
+            raise ExportError(
+                f"the adapter was exported from {made_on!r} (fingerprint {fingerprint!r}), not from "
+                f"{backbone.name!r} (fingerprint {backbone.fingerprint!r}); pass {ALLOW_FLAG} to import it anyway"
+            )
+        return
+    if isinstance(base, str) and base.strip() and not same_model(base, model_names(backbone)):
+        raise ExportError(
+            f"the adapter was tuned on {base!r}, not {backbone.name!r}; pass {ALLOW_FLAG} to import it anyway"
+        )
+
+
 def import_peft(
     directory: str | os.PathLike[str],
     backbone: Backbone,
     *,
     task: Task | None = None,
+    allow_other_base_model: bool = False,
 ) -> PromptArtifact:
-    """A PEFT prompt-tuning adapter folder -> a prompt_tuning artifact for `backbone` (checked: type, shape, values)."""
+    """A PEFT prompt-tuning adapter folder -> a prompt_tuning artifact for `backbone` (checked: type, base model,
+    shape, values); `allow_other_base_model` skips the base-model check (the hidden size is still checked)."""
     folder = Path(directory)
     try:
         config = read_json_object(folder / PEFT_CONFIG)
@@ -189,9 +267,11 @@ def import_peft(
         )
         raise ExportError(f"{folder}: {PEFT_WEIGHTS} not found{unsafe}")
     try:
-        tensors, _ = read_safetensors(weights, MAX_TENSOR_BYTES)
+        tensors, metadata = read_safetensors(weights, MAX_TENSOR_BYTES)
     except UnsafeInputError as err:
         raise ExportError(str(err)) from err
+    if not allow_other_base_model:
+        check_base_model(config, metadata, backbone)
     if set(tensors) != {PEFT_KEY}:
         raise ExportError(f"{weights}: expected the one tensor {PEFT_KEY!r}, found {sorted(tensors)}")
     matrix = tensors[PEFT_KEY]

@@ -15,6 +15,11 @@ Why versions are never reused: the server keys its prompt prefix cache (keys/val
 (None, the default, keeps the name's flag; a new name starts private). A caller sees its own prompts and
 other tenants' public ones; everything else is reported exactly as a missing prompt (404), so existence never leaks.
 
+Prompts are written only for a tenant that exists (`create_tenant` first): a prompt stored under an unknown name
+would have no owner, and a tenant created later under that name would take it over. For the same reason a registry
+written before this check that holds prompts under a name with no tenant refuses to create that tenant until
+`delete_tenant` has removed them.
+
 Every write bumps one counter (`generation()`), in the same transaction; readers (`PromptCache`, other replicas)
 poll it cheaply to notice new versions, deletions and visibility changes. Writes are durable when they return
 (SQLite: WAL with synchronous=FULL; PostgreSQL: committed). Thread-safe: one connection per thread.
@@ -319,6 +324,7 @@ class Registry:
         def work(conn: Any) -> list[PromptRecord]:
             records = []
             with self._db.write(conn):
+                self._check_tenants(conn, {row[0] for row in rows})
                 self._bump(conn)
                 for tenant, name, blob, public, method, sha, data in rows:
                     found = self._query(
@@ -350,6 +356,16 @@ class Registry:
             return records
 
         return self._run(work)
+
+    def _check_tenants(self, conn: Any, tenants: Iterable[str]) -> None:
+        """Refuse (404) a write for a tenant that does not exist: its prompts would have no owner, and whoever later
+        created a tenant of that name would take them over. Run inside the write transaction, so a tenant deleted
+        meanwhile cannot slip through."""
+        for tenant in sorted(tenants):
+            if not self._query(conn, "SELECT 1 FROM sp_tenants WHERE tenant = ?", (tenant,)):
+                raise RegistryError(
+                    f"unknown tenant {tenant!r}; create it with `softprompt registry tenant create {tenant}`", 404
+                )
 
     def get(self, tenant: str, name: str, version: int | None = None) -> PromptRecord:
         """tenant's own prompt (the latest version if none is given)."""
@@ -452,6 +468,7 @@ class Registry:
             with self._db.write(conn):
                 if self._query(conn, "SELECT 1 FROM sp_tenants WHERE tenant = ?", (tenant,)):
                     raise RegistryError(f"tenant {tenant!r} already exists", 409)
+                self._refuse_orphans(conn, tenant)
                 self._bump(conn)
                 self._execute(
                     conn,
@@ -461,6 +478,18 @@ class Registry:
 
         self._run(work)
         return key
+
+    def _refuse_orphans(self, conn: Any, tenant: str) -> None:
+        """A registry written by an older softprompt (which let prompts be stored for a tenant that did not exist) may
+        hold prompts under this name: a new tenant must not silently take them over."""
+        orphans = self._query(conn, "SELECT COUNT(*) FROM sp_prompts WHERE tenant = ?", (tenant,))[0][0]
+        if orphans:
+            raise RegistryError(
+                f"tenant {tenant!r} cannot be created: the registry holds {orphans} prompt version(s) stored under "
+                f"that name while no such tenant existed; delete them with `softprompt registry tenant rm {tenant}` "
+                "first",
+                409,
+            )
 
     def rotate_key(self, tenant: str) -> str:
         """A new API key for tenant; the old one stops working at once."""
@@ -479,7 +508,8 @@ class Registry:
         return key
 
     def delete_tenant(self, tenant: str) -> None:
-        """Remove a tenant, its key and all its prompts (their version counters stay, so keys are never reused)."""
+        """Remove a tenant, its key and all its prompts (their version counters stay, so keys are never reused); also
+        removes prompts an older registry stored under a name that has no tenant."""
 
         def work(conn: Any) -> None:
             with self._db.write(conn):
