@@ -1,9 +1,12 @@
 """The Python API: tune → load → predict/evaluate, with a model object instead of a name."""
 
+from dataclasses import replace
+
 import pytest
 from synthetic import learnable_backbone, synthetic_examples, synthetic_task
 
 import softprompt as sp
+from softprompt.tasks.base import Task
 from softprompt.training.trainer import TrainConfig
 
 
@@ -18,6 +21,13 @@ def test_tune_load_predict_evaluate(tmp_path):
     assert tuned.evaluate(examples=splits[2]) == pytest.approx(result.test)
     (prediction,) = tuned.predict(["the film was great"])
     assert prediction.label in task.labels and sum(prediction.scores.values()) == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="scores single texts; 1 input"):  # it used to drop the second text
+        tuned.predict(["the film was great", ("a film", "a second text")])
+    pairs = replace(tuned, task=Task("pairs", "{text} ? {text_pair} :", labels=task.labels,
+                                     verbalizer=task.verbalizer))  # fmt: skip
+    with pytest.raises(ValueError, match="scores sentence pairs; 1 input"):  # it used to score an empty second text
+        pairs.predict([("a film", "a second text"), "the film was great"])
+    assert len(pairs.predict([("a film", "a second text")])) == 1
 
 
 def test_unknown_method_option_is_rejected_before_any_work(tmp_path):

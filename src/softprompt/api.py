@@ -133,6 +133,7 @@ class TunedPrompt:
 
     def predict(self, texts: Sequence[str | tuple[str, str]], batch_size: int = 32) -> list[Prediction]:
         examples = [Example(*t) if isinstance(t, tuple) else Example(t) for t in texts]
+        self.task.check_inputs(examples)
         return predict(self.evaluator, examples, self.artifact.prompt, batch_size)
 
     def evaluate(

@@ -8,7 +8,6 @@ not UTF-8, and inputs that do not fit the task (a sentence-pair task needs a --t
 from __future__ import annotations
 
 import argparse
-import string
 from typing import TYPE_CHECKING, Any
 
 from softprompt.cli.common import add_model_args, add_task_arg, add_task_file_arg, backbone_from_args
@@ -69,10 +68,9 @@ def task_of(args: argparse.Namespace, metadata: dict[str, Any]) -> Task:
 def check_pairs(task: Task, texts: int, pairs: int) -> None:
     """A pair task (its template has {text_pair}) scores each text with its --text-pair; a single-text task takes
     none (either mistake used to be scored silently: with an empty second text, or without the one given)."""
-    takes_pair = "text_pair" in {field for _, field, _, _ in string.Formatter().parse(task.template)}
-    if takes_pair and not pairs:
+    if task.takes_pair and not pairs:
         raise ValueError(f"task {task.name!r} scores sentence pairs: pass --text-pair SECOND once per text")
-    if not takes_pair and pairs:
+    if not task.takes_pair and pairs:
         raise ValueError(f"task {task.name!r} scores single texts: drop --text-pair")
     if pairs and pairs != texts:
         raise ValueError(f"got {texts} texts but {pairs} --text-pair values; pass one --text-pair per text")

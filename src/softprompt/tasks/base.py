@@ -8,7 +8,8 @@ answer text. Everything model-specific (tokenising, where the answer position is
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import string
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +67,20 @@ class Task:
     @property
     def primary_metric(self) -> str:
         return self.metrics[0]
+
+    @property
+    def takes_pair(self) -> bool:
+        """A sentence-pair task: its template fills in `{text_pair}`."""
+        return "text_pair" in {name for _, name, _, _ in string.Formatter().parse(self.template)}
+
+    def check_inputs(self, examples: Sequence[Example]) -> None:
+        """New inputs fit the task: a second text for each where it takes pairs, none where it does not (either
+        mistake would be scored without an error: with an empty second text, or without the one given)."""
+        missing = sum(ex.text_pair is None for ex in examples)
+        if self.takes_pair and missing:
+            raise ValueError(f"task {self.name!r} scores sentence pairs; {missing} input(s) have no second text")
+        if not self.takes_pair and len(examples) > missing:
+            raise ValueError(f"task {self.name!r} scores single texts; {len(examples) - missing} input(s) have two")
 
     def render(self, example: Example) -> str:
         """The model input text for one example (without the target)."""
