@@ -1,6 +1,6 @@
-"""`softprompt predict` on saved prompts of the tiny steerable Llama: the task it predicts for (stored, --task,
---task-file), inputs that fit the task's shape (single texts, sentence pairs), and text that is not UTF-8; each
-refusal is exit 2 and one `error:` line, before the model loads."""
+"""`softprompt predict` (and `eval`) on saved prompts of the tiny steerable Llama: the task it predicts for (stored,
+--task, --task-file), inputs that fit the task's shape (single texts, sentence pairs), and text that is not UTF-8;
+each refusal is exit 2 and one `error:` line, before the model loads."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from softprompt.cli import main
 from softprompt.models import load_backbone
 from softprompt.scoring import Scorer
 from softprompt.tasks.base import Example, Task
+from softprompt.tasks.custom import build_custom_task, load_spec_file
 
 MODEL = "tiny-llama-steerable"  # the model the format-1 fixture prompts were tuned on
 PAIRS = Task(name="pairs", template="a : {text} b : {text_pair} . same :", labels=("no", "yes"),
@@ -91,3 +92,22 @@ def test_text_that_is_not_utf8_is_one_line_not_a_traceback(capsys, saved, flag):
     line = refused(capsys, *argv)
     assert "'caf\\udce9' is not valid Unicode: surrogates not allowed at position 3" in line
     assert "not UTF-8" in line
+
+
+def test_eval_of_a_prompt_without_a_task_takes_task_or_task_file(capsys, saved, tmp_path):
+    code = main(["eval", str(saved["taskless"]), "--model", MODEL])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == "" and err.strip().endswith("pass --task NAME or --task-file PATH")
+    rows = "review,sentiment\n" + "fun,good\nboring,bad\n" * 5
+    (tmp_path / "reviews.csv").write_text(rows)
+    spec = {"train": "reviews.csv", "text_column": "review", "label_column": "sentiment"}
+    (tmp_path / "task.json").write_text(json.dumps(spec))
+    argv = ["eval", str(saved["taskless"]), "--model", MODEL, "--task-file", str(tmp_path / "task.json"), "--quiet"]
+    argv += ["--data", str(tmp_path / "reviews.csv")]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    task, *splits = build_custom_task(load_spec_file(tmp_path / "task.json"))
+    rows = [ex for split in splits for ex in split]  # every row of the file, as the task reads it
+    assert sorted(ex.text for ex in rows) == sorted(["fun", "boring"] * 5)
+    expected = load(saved["taskless"], model=MODEL, task=task).evaluate(examples=rows)
+    assert result["accuracy"] == pytest.approx(expected["accuracy"]) and result["task"] == task.name

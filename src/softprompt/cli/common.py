@@ -186,6 +186,15 @@ def resolve_task(args: argparse.Namespace) -> Task:
     return get_task(args.task)
 
 
+def artifact_task(args: argparse.Namespace, metadata: dict[str, Any]) -> Task:
+    """The task a saved prompt is used with: --task or --task-file, else the one stored in its artifact."""
+    if args.task or args.task_file:
+        return resolve_task(args)
+    if metadata["task"] is None:
+        raise ValueError(f"{args.dir} stores no task definition; pass --task NAME or --task-file PATH")
+    return Task.from_dict(metadata["task"])
+
+
 def subset(examples: Sequence[Example], limit: int | None, seed: int = 0) -> list[Example]:
     """A seeded random subset (order kept) when `limit` is set and smaller than the split."""
     if limit is None or limit >= len(examples):

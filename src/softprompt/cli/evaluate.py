@@ -7,6 +7,7 @@ import argparse
 from softprompt.cli.common import (
     add_data_args,
     add_model_args,
+    artifact_task,
     backbone_from_args,
     custom_spec,
     eval_examples,
@@ -59,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.dir:
         raise ValueError("name an artifact folder (or use --zero-shot)")
-    model = backbone_from_args(args, default=read_metadata(args.dir)["model"]["name"])
-    tuned = load(args.dir, model=model, task=args.task)
+    metadata = read_metadata(args.dir)
+    # a stored task stays the prompt's (--task-file then only says how to read --data); one stored without a task
+    # takes --task or --task-file, checked before the model loads
+    task = args.task if metadata["task"] is not None else artifact_task(args, metadata)
+    tuned = load(args.dir, model=backbone_from_args(args, default=metadata["model"]["name"]), task=task)
     examples = subset(eval_examples(args, tuned.task, args.split), args.limit, args.seed)
     warn_truncated(tuned.scorer, {split: examples})
     metrics = evaluate(tuned.evaluator, examples, tuned.artifact.prompt, args.batch_size, progress=not args.quiet)

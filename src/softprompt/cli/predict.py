@@ -8,9 +8,15 @@ not UTF-8, and inputs that do not fit the task (a sentence-pair task needs a --t
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from softprompt.cli.common import add_model_args, add_task_arg, add_task_file_arg, backbone_from_args
+from softprompt.cli.common import (
+    add_model_args,
+    add_task_arg,
+    add_task_file_arg,
+    artifact_task,
+    backbone_from_args,
+)
 from softprompt.utf8 import check_utf8
 
 if TYPE_CHECKING:
@@ -41,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     for text in pairs:
         check_utf8(text, f"--text-pair {text!r}", NOT_UTF8)
     metadata = read_metadata(args.dir)
-    task = task_of(args, metadata)
+    task = artifact_task(args, metadata)
     check_pairs(task, len(args.texts), len(pairs))
     tuned = load(args.dir, model=backbone_from_args(args, default=metadata["model"]["name"]), task=task)
     inputs = list(zip(args.texts, pairs, strict=True)) if pairs else list(args.texts)
@@ -51,18 +57,6 @@ def run(args: argparse.Namespace) -> int:
         else:
             print_json({"text": text, "label": pred.label, "scores": pred.scores})
     return 0
-
-
-def task_of(args: argparse.Namespace, metadata: dict[str, Any]) -> Task:
-    """--task or --task-file (as `eval` reads them), else the task stored in the artifact."""
-    from softprompt.cli.common import resolve_task
-    from softprompt.tasks.base import Task
-
-    if args.task or args.task_file:
-        return resolve_task(args)
-    if metadata["task"] is None:
-        raise ValueError(f"{args.dir} stores no task definition; pass --task NAME or --task-file PATH")
-    return Task.from_dict(metadata["task"])
 
 
 def check_pairs(task: Task, texts: int, pairs: int) -> None:
