@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -21,7 +22,7 @@ import yaml
 from synthetic import synthetic_examples
 
 from softprompt.artifact import PromptArtifact
-from softprompt.checkpoint import has_checkpoint
+from softprompt.checkpoint import has_checkpoint, load_checkpoint
 from softprompt.cli import build_parser
 from softprompt.experiments.grid import load_grid, parse_grid
 from softprompt.experiments.results import group_rows, markdown, read_runs, run_row
@@ -204,9 +205,12 @@ def test_results_table_groups_seeds_with_mean_and_sample_std():
 
     tests = {2: [0.5, 0.7, 0.9], 64: [0.8, 0.6]}
     rows = [run_row(result(seed, rank, t)) for rank, values in tests.items() for seed, t in enumerate(values)]
-    resumed = run_row({**result(3, 2, 0.7), "wall_s": 0.25, "resumed": True})  # its last attempt's wall time only
-    assert resumed["resumed"] and not rows[0]["resumed"]
-    assert group_rows([*rows[:3], resumed])[0]["wall_s_mean"] == 1.0  # only runs done in one go say what one takes
+    # a resumed run's wall time is its last attempt's: its run time is `run_s` (over all attempts), else not known
+    resumed = run_row({**result(3, 2, 0.7), "wall_s": 0.25, "resumed": True})
+    assert resumed["resumed"] and not rows[0]["resumed"] and math.isnan(resumed["run_s"])
+    assert group_rows([*rows[:3], resumed])[0]["run_s_mean"] == 1.0
+    timed = run_row({**result(3, 2, 0.7), "wall_s": 0.25, "resumed": True, "run_s": 5.0})
+    assert group_rows([*rows[:3], timed])[0]["run_s_mean"] == pytest.approx(2.0)
     groups = group_rows(rows)
     assert [(g["group"], g["seeds"]) for g in groups] == [("ulpt rank=2", 3), ("ulpt rank=64", 2)]
     for g, values in zip(groups, tests.values(), strict=True):
@@ -279,6 +283,7 @@ def test_sweep_killed_mid_run_then_restarted_loses_nothing_and_runs_nothing_twic
     proc.wait()
     assert not (second / "result.json").exists(), "the second run should have been killed mid-run"
     time.sleep(1.0)  # the worker dies with the sweep (PR_SET_PDEATHSIG); nothing may write after this
+    before_s = load_checkpoint(second / "checkpoint")[1]["elapsed_s"]  # the killed attempt's time, to its checkpoint
 
     restarted = start_sweep(grid_file, out)
     output, _ = restarted.communicate(timeout=900)
@@ -300,6 +305,8 @@ def test_sweep_killed_mid_run_then_restarted_loses_nothing_and_runs_nothing_twic
     reference = execute(spec.to_dict(), tmp_path / "reference", threads=1)
     resumed = read_result(second)
     assert resumed["summary"]["test"] == reference["summary"]["test"]
+    # its time counts both attempts (the first up to its checkpoint), not only the last one's wall time
+    assert resumed["resumed"] and before_s > 0 and before_s < resumed["run_s"] < before_s + resumed["wall_s"]
     a = PromptArtifact.from_pretrained(second).prompt.state_tensors()
     b = PromptArtifact.from_pretrained(tmp_path / "reference").prompt.state_tensors()
     assert all(torch.equal(a[k], b[k]) for k in a)

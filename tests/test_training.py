@@ -15,6 +15,7 @@ from synthetic import learnable_backbone, synthetic_examples, synthetic_task
 
 from softprompt.api import make_prompt_config, new_prompt
 from softprompt.artifact import PromptArtifact
+from softprompt.checkpoint import load_checkpoint
 from softprompt.evaluation import evaluate
 from softprompt.scoring import Scorer
 from softprompt.training.batches import batch_indices
@@ -66,7 +67,8 @@ def test_training_learns_and_saves_best_artifact(tmp_path, method):
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if r.get("split") == "validation"] == [20, 40, 60, 80]
     assert any(r.get("split") == "test" for r in log)
-    assert all("loss" in r and "lr" in r for r in log if "split" not in r)
+    assert all("loss" in r and "lr" in r for r in log[:-1] if "split" not in r)
+    assert set(log[-1]) == {"step", "run_s"} and log[-1]["run_s"] >= max(r.get("elapsed_s", 0) for r in log) > 0
 
 
 def test_existing_run_is_not_overwritten_without_resume(tmp_path):
@@ -251,6 +253,8 @@ def test_kill_minus_nine_then_resume_ends_with_the_same_prompt(tmp_path):
     killed_at = json.loads(latest.read_text())["step"]
     assert 3 <= killed_at < 20, "the run should have been killed before its first evaluation"
 
+    before_s = load_checkpoint(interrupted / "checkpoint")[1]["elapsed_s"]  # the killed attempt's time, kept
+
     assert run_script(interrupted, "--resume").wait(timeout=120) == 0
     ref = PromptArtifact.from_pretrained(reference).prompt.state_tensors()
     got = PromptArtifact.from_pretrained(interrupted).prompt.state_tensors()
@@ -261,7 +265,15 @@ def test_kill_minus_nine_then_resume_ends_with_the_same_prompt(tmp_path):
     got_meta = json.loads((interrupted / "prompt.json").read_text())
     assert got_meta["metrics"] == ref_meta["metrics"]
     # the log holds each record once, as the uninterrupted run's does (no duplicates after the restart)
-    ref_log = [line for line in (reference / "log.jsonl").read_text().splitlines() if "elapsed_s" not in line]
-    got_log = [line for line in (interrupted / "log.jsonl").read_text().splitlines() if "elapsed_s" not in line]
+    timed = ("elapsed_s", "run_s")
+    ref_log = [line for line in (reference / "log.jsonl").read_text().splitlines() if not any(k in line for k in timed)]
+    got_log = [
+        line for line in (interrupted / "log.jsonl").read_text().splitlines() if not any(k in line for k in timed)
+    ]
     keys = [(r.get("step"), r.get("split")) for r in map(json.loads, got_log)]
     assert len(keys) == len(set(keys)) and len(got_log) == len(ref_log)
+    # the run's clock goes on from the checkpoint: its steps after it and its total count the killed attempt's time
+    records = [json.loads(line) for line in (interrupted / "log.jsonl").read_text().splitlines()]
+    (run_s,) = [r["run_s"] for r in records if "run_s" in r]
+    after = [r["elapsed_s"] for r in records if "elapsed_s" in r and r["step"] > killed_at]
+    assert before_s > 0 and all(t > before_s for t in after) and run_s >= max(after)

@@ -1,7 +1,8 @@
 """One output folder per run, the same for gradient training and gradient-free search:
 
     DIR/prompt.safetensors + prompt.json   the best prompt on validation so far (finally with its test metrics)
-    DIR/log.jsonl                          one JSON record per line: training loss, validation, test, timing
+    DIR/log.jsonl                          one JSON record per line: training loss, validation, test, timing,
+                                           the run's time over all its attempts (`run_s`)
     DIR/checkpoint/                        what resuming needs (training/checkpoint.py: safetensors + JSON, no pickle)
 
 `RunFolder` is the scaffold both optimisers share: it refuses to write over an earlier run, refuses to resume with
@@ -15,6 +16,7 @@ import hashlib
 import json
 import math
 import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,7 +70,7 @@ class RunLog:
 
 
 def _written_at_the_end(record: dict[str, Any]) -> bool:
-    return record.get("split") == "test" or "timing" in record
+    return record.get("split") == "test" or "timing" in record or "run_s" in record
 
 
 def data_fingerprint(*splits: Sequence[Example]) -> str:
@@ -114,6 +116,14 @@ class RunFolder:
     free: tuple[str, ...] = ()  # identity entries a resume may change, as they do not change the result
     best: dict[str, float] | None = field(default=None, init=False)
     best_step: int = field(default=-1, init=False)
+    earlier_s: float = field(default=0.0, init=False)  # earlier attempts' time, up to the checkpoint resumed from
+    started: float = field(default_factory=time.perf_counter, init=False)
+
+    @property
+    def elapsed_s(self) -> float:
+        """The run's time over all its attempts (model loading excluded): each earlier attempt up to the checkpoint
+        the next one resumed from (what it did after that was done again, and is counted once), plus this one's."""
+        return self.earlier_s + time.perf_counter() - self.started
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -160,11 +170,13 @@ class RunFolder:
                 + hint + "; resume with the original settings, or start a new run in another --out"
             )  # fmt: skip
         self.best, self.best_step = state["best"], state["best_step"]
+        self.earlier_s = state.get("elapsed_s", 0.0)  # checkpoints before 2026-12-01 did not keep it
         self.log.truncate_after(state["step"])
         return tensors, state
 
     def checkpoint(self, step: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-        record = {**state, "step": step, "best": self.best, "best_step": self.best_step, "identity": self.identity}
+        record = {**state, "step": step, "best": self.best, "best_step": self.best_step, "identity": self.identity,
+                  "elapsed_s": self.elapsed_s}  # fmt: skip
         save_checkpoint(self.checkpoint_dir, step, tensors, record)
 
     def validation(self, step: int, metrics: dict[str, float], metric: str, artifact: PromptArtifact) -> bool:
@@ -182,8 +194,10 @@ class RunFolder:
         return PromptArtifact.from_pretrained(self.out_dir, backbone, strict_model=backbone is not None)
 
     def finish(self, artifact: PromptArtifact, test: dict[str, float] | None, step: int) -> None:
-        """Record the test result of the best prompt in the log and in its artifact."""
+        """Record the test result of the best prompt in the log and in its artifact, and the run's time in the log
+        (`run_s`: over all its attempts, as `elapsed_s` counts it)."""
         if test is not None:
             self.log.write({"step": step, "split": "test", **test})
             artifact.metrics = {**artifact.metrics, "test": test}
         artifact.save_pretrained(self.out_dir)
+        self.log.write({"step": step, "run_s": round(self.elapsed_s, 2)})

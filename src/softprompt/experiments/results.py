@@ -5,9 +5,9 @@
     OUT/results.md   the same as a markdown table, `mean ± std`
 
 Metrics: the task's primary metric on test and on validation (black-box: dev), the trainable (searched) parameter
-count, the number format(s) its runs' frozen model ran in, and the wall time (of runs that ran in one go: a resumed
-run's covers its last attempt only; runs.csv has it, with `resumed`). Both files are rewritten (atomically) each
-time a run finishes.
+count, the number format(s) its runs' frozen model ran in, and the run time (`run_s`: over all of a run's attempts,
+`softprompt.runs.RunFolder.elapsed_s`; runs.csv also has the last attempt's wall time, `wall_s`, with `resumed`).
+Both files are rewritten (atomically) each time a run finishes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,15 @@ if TYPE_CHECKING:
     from softprompt.experiments.grid import RunSpec
 
 GROUP = ("task", "model", "method", "optimizer", "group")
-METRICS = ("test", "validation", "parameters", "wall_s")
+METRICS = ("test", "validation", "parameters", "run_s")
+
+
+def run_seconds(result: dict[str, Any]) -> float:
+    """What a finished run took over all its attempts. Results written before runs kept that (2026-12-01) have only
+    the last attempt's wall time, which is the run's own only if it did not resume; else not known (nan)."""
+    if result.get("run_s") is not None:
+        return float(result["run_s"])
+    return math.nan if result.get("resumed") else float(result.get("wall_s", math.nan))
 
 
 def run_row(result: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +57,8 @@ def run_row(result: dict[str, Any]) -> dict[str, Any]:
         "validation": validation.get(metric, math.nan),
         "parameters": summary.get("trainable_parameters", summary.get("searched_parameters", math.nan)),
         "dtype": result.get("dtype") or "",  # absent in results written before the worker recorded it
-        "wall_s": result.get("wall_s", math.nan),  # a resumed run's: its last attempt only
+        "run_s": run_seconds(result),
+        "wall_s": result.get("wall_s", math.nan),  # its last attempt's
         "resumed": bool(result.get("resumed")),
         "name": result["name"],
     }
@@ -75,9 +84,7 @@ def group_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         # the number format the frozen model ran in (`dtype auto` differs by machine): two here means the mean mixes
         entry["dtype"] = ", ".join(sorted({m["dtype"] for m in members if m["dtype"]}))
         for name in METRICS:
-            # a resumed run's wall time is its last attempt's: it says nothing of what a run takes
-            kept = [m for m in members if name != "wall_s" or not m.get("resumed")]
-            entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std([m[name] for m in kept])
+            entry[f"{name}_mean"], entry[f"{name}_std"] = _mean_std([m[name] for m in members])
         out.append(entry)
     return out
 
@@ -90,7 +97,7 @@ def _fmt(mean: float, std: float, digits: int = 4) -> str:
 
 def markdown(groups: Sequence[dict[str, Any]], title: str = "") -> str:
     head = ["task", "model", "run", "seeds", "metric", "test", "validation", "trainable params", "dtype",
-            "wall s (not resumed)"]  # fmt: skip
+            "run s"]  # fmt: skip
     lines = [f"# {title}\n"] if title else []
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
@@ -104,7 +111,7 @@ def markdown(groups: Sequence[dict[str, Any]], title: str = "") -> str:
             _fmt(g["validation_mean"], g["validation_std"]),
             f"{g['parameters_mean']:,.0f}" if math.isfinite(g["parameters_mean"]) else "-",
             g["dtype"] or "-",
-            f"{g['wall_s_mean']:.1f}" if math.isfinite(g["wall_s_mean"]) else "-",
+            f"{g['run_s_mean']:.1f}" if math.isfinite(g["run_s_mean"]) else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -22,6 +22,7 @@ by 100x, so one mean over all runs says nothing).
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from softprompt.experiments.grid import Grid, RunSpec
-from softprompt.experiments.results import planned_result, write_tables
+from softprompt.experiments.results import planned_result, run_seconds, write_tables
 
 
 @dataclass
@@ -61,9 +62,10 @@ class _TimeLeft:
         return (spec.task_name, spec.model, spec.group)
 
     def add(self, spec: RunSpec, result: dict[str, Any]) -> None:
-        """Learn from a finished run; a resumed run's wall time covers only its last part, so it is not used."""
-        if result.get("status") == "done" and not result.get("resumed") and "wall_s" in result:
-            self.walls.setdefault(self._key(spec), []).append(float(result["wall_s"]))
+        """Learn from a finished run what one of its group takes (over all its attempts, when known)."""
+        seconds = run_seconds(result) if result.get("status") == "done" else math.nan
+        if math.isfinite(seconds):
+            self.walls.setdefault(self._key(spec), []).append(seconds)
 
     def text(self, left: list[RunSpec]) -> str:
         if not left:

@@ -1,6 +1,7 @@
 """Run one sweep run to its end: start it, or resume it from its checkpoint, and write `result.json` last.
 
-    RUN_DIR/result.json   the run is finished: its spec, final metrics (the command's own summary), wall time
+    RUN_DIR/result.json   the run is finished: its spec, final metrics (the command's own summary), wall time of
+                          its last attempt (`wall_s`) and the run's time over all attempts (`run_s`, from its log)
     RUN_DIR/spec.json      the run's RunSpec (written at its start)
     RUN_DIR/attempts.jsonl one line per start (with whether it resumed), so a restarted sweep can be audited
     RUN_DIR/output.log     what the command printed
@@ -67,6 +68,15 @@ def _summary(output: str) -> dict[str, Any]:
     raise ValueError("the run printed no summary")
 
 
+def _run_s(run_dir: Path) -> float | None:
+    """The run's time over all its attempts, as its log's last `run_s` record says (None: none, as for zero-shot)."""
+    from softprompt.runs import RunLog
+
+    lines = (run_dir / RunLog.FILE).read_text().splitlines() if (run_dir / RunLog.FILE).exists() else []
+    times = [r["run_s"] for r in map(json.loads, filter(None, lines)) if "run_s" in r]
+    return times[-1] if times else None
+
+
 def _primary_metric(run_dir: Path) -> str | None:
     from softprompt.artifact import read_metadata
 
@@ -117,7 +127,8 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
             summary = {"test": test, "trainable_parameters": 0}
         else:
             metric = _primary_metric(run_dir)
-        result = {**record, "status": "done", "metric": metric, "dtype": dtype, "summary": summary}
+        run_s = wall if zero_shot else _run_s(run_dir)
+        result = {**record, "run_s": run_s, "status": "done", "metric": metric, "dtype": dtype, "summary": summary}
         _write_json(run_dir / RESULT, result)
         return result
 

@@ -164,7 +164,7 @@ def train_prompt(
 
     quiet = not progress or not writes  # a data-parallel replica shows no bar
     bar = tqdm(total=config.steps, initial=step, disable=quiet, desc=f"train {prompt.config.method}")
-    started = last_checkpoint = time.perf_counter()
+    last_checkpoint = time.perf_counter()
     running: list[float] = []
     micro = config.batch_size // config.grad_accum
     while step < config.steps:
@@ -202,7 +202,7 @@ def train_prompt(
             continue
         if step % config.log_every == 0:
             record = {"step": step, "loss": sum(running) / len(running), "lr": optimizer.param_groups[0]["lr"]}
-            run.log.write({**record, "elapsed_s": round(time.perf_counter() - started, 2)})
+            run.log.write({**record, "elapsed_s": round(run.elapsed_s, 2)})  # over all attempts
             bar.set_postfix(loss=f"{record['loss']:.4f}")
             running = []
         if step % config.eval_every == 0 or step == config.steps:
