@@ -183,6 +183,24 @@ def test_bad_grids_are_refused_with_a_clear_message(grid, message):
         parse_grid(grid)
 
 
+def test_a_block_that_only_spells_out_defaults_is_refused_as_the_same_run():
+    """Two folders for one computation would be a run done twice and a table row that looks like a second setting."""
+    from softprompt.blackbox.search import SearchConfig
+    from softprompt.prompts import REGISTRY
+
+    ulpt = REGISTRY["ulpt"][0]()
+    spelled = {"method": "ulpt", "rank": ulpt.rank, "lr": ulpt.default_lr, "use_scale": True}
+    with pytest.raises(ValueError, match="compute the same thing"):
+        parse_grid({"tasks": ["sst2"], "runs": [{"method": "ulpt"}, spelled]})
+    budget = SearchConfig.__dataclass_fields__["budget"].default
+    with pytest.raises(ValueError, match=r"bbt-seed0-\w+ and .*bbt-budget\d+-seed0"):
+        parse_grid({"tasks": ["sst2"], "runs": [{"method": "bbt"}, {"method": "bbt", "budget": budget}]})
+    # a value that differs from the default, another seed, or the same block on another task: distinct runs
+    grid = parse_grid({"tasks": ["sst2", "rte"], "seeds": [0, 1],
+                       "runs": [{"method": "ulpt"}, {**spelled, "lr": ulpt.default_lr / 3}]})  # fmt: skip
+    assert len({r.name for r in grid.runs}) == len(grid.runs) == 8
+
+
 @pytest.mark.parametrize("model, error", [("tiny-lama", ValueError), ("/no/such/model", FileNotFoundError)])
 def test_a_model_that_cannot_load_stops_the_sweep_before_its_first_run(tmp_path, model, error):
     """Not once per run (a hub lookup of a mistyped name takes ~25 s offline) and not after writing the folder."""

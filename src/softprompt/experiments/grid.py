@@ -26,7 +26,8 @@ error, a `common` one is given only to the commands that take it (an error if ne
 
 Every run gets a folder name made from its own settings (readable) and a hash of everything it runs with (a task
 file's content included), so the name stays the same from one start of the sweep to the next, and a changed setting
-or an edited task file gives a new folder.
+or an edited task file gives a new folder. Two runs that compute the same thing are an error before any run starts,
+whether a block is listed twice or only spells out a default (`lr: 0.03` on ULPT is ULPT's own lr).
 
 A zero-shot run takes from `common` (and its block) only what means the same to `eval` as to `train`: the data and
 model options, and `max_test_examples` / `eval_batch_size` under eval's names `limit` / `batch_size` (train's
@@ -334,7 +335,8 @@ def _check_values(runs: list[RunSpec]) -> None:
     from softprompt.cli import build_parser
 
     parser = build_parser()
-    checked: set[str] = set()
+    checked: dict[str, str] = {}  # a run's settings -> what its command computes with them (`_computes`)
+    computed: dict[tuple[Any, ...], RunSpec] = {}  # (task, model, seed, what is computed) -> the first run of it
     for run in runs:
         stderr = io.StringIO()
         where = f"grid run {run.name} (softprompt {run.command})"
@@ -346,12 +348,41 @@ def _check_values(runs: list[RunSpec]) -> None:
             reason = last.removeprefix(f"softprompt {run.command}: error: ")  # argparse's own prefix
             raise ValueError(f"{where}: {reason}") from None
         settings = json.dumps([run.command, run.method, run.optimizer, run.settings, run.common], sort_keys=True)
-        if hasattr(args, "check") and settings not in checked:  # seeds and tasks do not change what is checked
+        if settings not in checked:  # seeds and tasks do not change what is checked
             try:
-                args.check(args)
+                checked[settings] = _computes(args)
             except (ValueError, TypeError) as err:
                 raise ValueError(f"{where}: {err}") from None
-            checked.add(settings)
+        key = (run.task, run.task_digest, run.model, run.seed, checked[settings])
+        first = computed.setdefault(key, run)
+        if first is not run:
+            raise ValueError(
+                f"grid: runs {first.name} and {run.name} compute the same thing (a setting given its default value "
+                "is the same run as one without it); list it once"
+            )
+
+
+def _computes(args: argparse.Namespace) -> str:
+    """What a parsed run computes, as comparable text: the configs its command's `check` makes (defaults filled in,
+    the method's own lr included) and every other option's value (argparse fills their defaults), so `lr: 0.03` on
+    ULPT is the same run as no lr."""
+    from softprompt.training.trainer import TrainConfig
+
+    configs: Any = args.check(args) if hasattr(args, "check") else ()
+    configs = list(configs) if isinstance(configs, tuple) else [configs]
+    if len(configs) == 2 and isinstance(configs[1], TrainConfig):  # train: (method config, training config)
+        configs[1] = configs[1].resolved(configs[0].default_lr)
+    held: set[str] = set()
+    for config in configs:  # their fields, and those of a config inside one (a search's prompt config)
+        for name in config.__dataclass_fields__:
+            held |= {name} | _fields(getattr(config, name))
+    held |= {"out", "quiet", "resume", "overwrite", "run", "check", "command"}  # where it goes, not what it computes
+    rest = {k: v for k, v in vars(args).items() if k not in held}
+    return json.dumps([[type(c).__name__, asdict(c)] for c in configs] + [rest], sort_keys=True, default=str)
+
+
+def _fields(value: Any) -> set[str]:
+    return set(getattr(value, "__dataclass_fields__", ()))
 
 
 def _ordered(tasks: list[str], models: list[Any], expanded: list[Any], seeds: list[int], order: str) -> list[tuple]:
