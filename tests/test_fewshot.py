@@ -55,7 +55,8 @@ def test_train_dev_k_shot_disjoint_and_deterministic():
     assert train_dev_k_shot(POOL, k=12, seed=2) != (train, dev)
     with pytest.raises(ValueError, match="need 26"):
         train_dev_k_shot(POOL, k=13, seed=0)  # class 1 has 25 < 2 * 13
-    with pytest.raises(ValueError, match="^label 'neutral' has 25 distinct examples, need 26$"):
+    message = "^label 'neutral' has 25 distinct examples, need 26 .13 shots for training and 13 for validation.; "
+    with pytest.raises(ValueError, match=message + "this pool allows at most 12 shots$"):
         train_dev_k_shot(POOL, k=13, seed=0, names=("negative", "neutral", "positive"))  # named as the task names it
 
 

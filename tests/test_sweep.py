@@ -91,13 +91,14 @@ def test_every_committed_grid_file_expands_to_command_lines_the_cli_accepts(path
 
 
 def test_each_run_is_the_command_line_its_settings_say():
-    grid = parse_grid(
+    grid = parse_grid(  # (the grid's data folder is checked to exist only for a grid about to be swept)
         {
             "tasks": ["sst2"],
             "seeds": [3],
             "common": {"data_dir": "/data", "steps": 7},
             "runs": [{"method": "ulpt", "rank": 4, "use_scale": False, "lr": 0.3}],
-        }  # fmt: skip
+        },  # fmt: skip
+        check_values=False,
     )
     (run,) = grid.runs
     args = build_parser().parse_args(run.argv("/tmp/x"))
@@ -156,7 +157,9 @@ def test_block_order_runs_every_task_of_a_block_before_the_next_block_with_the_s
     "grid, message",
     [
         ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "rnak": 2}]}, "no option 'rnak'"),
-        ({"tasks": ["sst2"], "runs": [{"method": "nope"}]}, "does not run method 'nope'"),
+        ({"tasks": ["sst2"], "runs": [{"method": "nope"}]}, "unknown method 'nope'; a grid's methods: .*zero-shot"),
+        ({"tasks": ["sst2"], "runs": [{"method": "prefix", "optimizer": "cmaes"}]}, "blackbox does not run method"),
+        ({"tasks": ["sst2"], "name": ["a", "b"], "runs": [{"method": "ulpt"}]}, "name must be a word"),
         ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "budget": 5}]}, "no option 'budget'"),
         ({"tasks": ["sst2"], "common": {"stepz": 1}, "runs": [{"method": "ulpt"}]}, "'stepz' is not an option"),
         ({"tasks": ["sst2"], "runs": [{"method": "ulpt"}, {"method": "ulpt"}]}, "same settings"),
@@ -176,6 +179,11 @@ def test_block_order_runs_every_task_of_a_block_before_the_next_block_with_the_s
         ({"tasks": ["sst2"], "models": [], "runs": [{"method": "ulpt"}]}, "models is empty"),
         ({"tasks": ["sst2"], "out": 3, "runs": [{"method": "ulpt"}]}, "out must be a folder path"),
         ({"tasks": ["missing/task.yaml"], "runs": [{"method": "ulpt"}]}, "task file missing/task.yaml not found"),
+        (
+            {"tasks": ["sst2"], "common": {"data_dir": "no/such/dir"}, "runs": [{"method": "ulpt"}]},
+            "data_dir no/such/dir: no such folder",
+        ),
+        ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "data": "nothere.jsonl"}]}, "data nothere.jsonl: no such"),
     ],
 )
 def test_bad_grids_are_refused_with_a_clear_message(grid, message):
@@ -274,9 +282,12 @@ def test_time_left_counts_each_run_at_its_own_groups_wall_time_not_one_mean_over
     run = {(r.task_name, r.method, r.seed): r for r in grid.runs}
     left = [r for r in grid.runs if r.seed != 0 or r.task_name == "rte"]  # sst2's seed-0 runs have finished
     time_left = _TimeLeft(slots=2)
-    time_left.add(run["sst2", "zero-shot", 0], {"status": "done", "wall_s": 10.0})
+    # a run in one attempt: its command's wall time (model loading included), not its run folder's run_s
+    time_left.add(run["sst2", "zero-shot", 0], {"status": "done", "wall_s": 10.0, "run_s": 8.0})
     time_left.add(run["sst2", "bbt", 0], {"status": "done", "wall_s": 1000.0})
-    time_left.add(run["sst2", "bbt", 1], {"status": "done", "wall_s": 7.0, "resumed": True})  # its last part only
+    # a resumed run: its time over all attempts (wall_s is its last part only); one of old results with none: skipped
+    time_left.add(run["sst2", "bbt", 1], {"status": "done", "wall_s": 7.0, "run_s": 1000.0, "resumed": True})
+    time_left.add(run["sst2", "bbt", 1], {"status": "done", "wall_s": 7.0, "resumed": True})
     time_left.add(run["sst2", "bbt", 2], {"status": "failed", "wall_s": 3.0})
     # sst2: 2 zero-shot runs x 10 s + 2 searches x 1000 s, on 2 slots; rte's 6 runs belong to no timed group
     assert time_left.text(left) == "eta 1010 s + 6 run(s) of groups not yet timed"
@@ -389,7 +400,8 @@ def test_zero_shot_block_runs_eval_on_the_test_subset_train_uses():
                 "dtype": "auto",
             },
             "runs": [{"method": "zero-shot"}, {"method": "prompt_tuning"}],
-        }  # fmt: skip
+        },  # fmt: skip
+        check_values=False,
     )
     zero, tuned = grid.runs
     assert (zero.group, zero.command, tuned.command) == ("zero-shot", "eval", "train")
@@ -514,3 +526,44 @@ def test_tables_and_analyses_are_of_the_grid_as_it_is_now(tmp_path, capsys):
     assert report.skipped == [spec.name] and "1 finished before, 0 to run" in lines[0]
     assert "| ULPT r=2 |" in (out / "results.md").read_text()
     assert [r["group"] for r in read_runs(out)] == ["ULPT r=2"]
+
+
+def test_a_sweep_folder_reads_the_same_from_any_folder_and_is_not_taken_over_by_another_grid(
+    tmp_path, monkeypatch, capsys
+):
+    """Its grid names a task file by a relative path (part of the runs' names), so reading it from another folder
+    that has a different file of that name must still find its runs; a grid of another name is refused; a failed
+    run is listed under the table."""
+    from softprompt.__main__ import main
+    from softprompt.experiments.sweep import run_sweep
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir(), elsewhere.mkdir()
+    write_task(here), write_task(elsewhere)
+    (elsewhere / "synthetic.yaml").write_text((elsewhere / "synthetic.yaml").read_text().replace("sentiment", "mood"))
+    source = {"name": "g", "tasks": ["synthetic.yaml"], "models": ["tiny-llama"], "seeds": [0, 1],
+              "common": {"max_test_examples": 8}, "runs": [{"method": "zero-shot"}]}  # fmt: skip
+    monkeypatch.chdir(here)
+    report = run_sweep(parse_grid(source), "sweep", echo=lambda line: None)
+    assert not report.failed
+    expected = [r["name"] for r in read_runs("sweep")]
+    assert len(expected) == 2
+    monkeypatch.chdir(elsewhere)  # the same name, another task: other run names if parsed from here
+    assert [r["name"] for r in read_runs(here / "sweep")] == expected
+    assert main(["analyze", "main-table", str(here / "sweep"), "--out", str(tmp_path / "table")]) == 0
+    assert "does not parse" not in capsys.readouterr().err
+
+    other = {**source, "name": "h"}
+    with pytest.raises(ValueError, match="holds the sweep 'g'.*not 'h'"):
+        run_sweep(parse_grid(other), here / "sweep", echo=lambda line: None)
+    assert [r["name"] for r in read_runs(here / "sweep")] == expected  # its grid.json and tables are as they were
+
+    (elsewhere / "test.jsonl").unlink()  # a file the task names is missing: refused before any run
+    with pytest.raises(ValueError, match="names test file .*test.jsonl, which does not exist"):
+        parse_grid(other)
+    (elsewhere / "test.jsonl").write_text("{not json\n")  # runs that fail: listed under the table, with why
+    report = run_sweep(parse_grid(other), elsewhere / "sweep", echo=lambda line: None)
+    assert len(report.failed) == 2
+    table = (elsewhere / "sweep" / "results.md").read_text()
+    assert "2 run(s) failed" in table and all(f"- {r['name']}: " in table for r in report.failed)
+    assert "test.jsonl" in table

@@ -238,6 +238,8 @@ def parse_grid(data: dict[str, Any], base: Path | None = None, check_values: boo
         raise ValueError("grid: name at least one task (tasks: [sst2])")
     if not models or not seeds:
         raise ValueError(f"grid: {'models' if not models else 'seeds'} is empty: name at least one")
+    if "name" in data and not isinstance(data["name"], (str, int)):
+        raise ValueError(f"grid: name must be a word (it names the sweep folder), got {data['name']!r}")
     if "out" in data and not isinstance(data["out"], str):
         raise ValueError(f"grid: out must be a folder path, got {data['out']!r}")
     if not isinstance(blocks, list) or not blocks or not all(isinstance(b, dict) and "method" in b for b in blocks):
@@ -270,6 +272,9 @@ def parse_grid(data: dict[str, Any], base: Path | None = None, check_values: boo
         command = COMMANDS[optimizer]
         method_choices = options[command]["method"].choices
         if method not in method_choices:
+            known = sorted({*options["train"]["method"].choices, *options["blackbox"]["method"].choices, ZERO_SHOT})
+            if method not in known:
+                raise ValueError(f"{where}: unknown method {method!r}; a grid's methods: {', '.join(known)}")
             raise ValueError(f"{where}: softprompt {command} does not run method {method!r} ({sorted(method_choices)})")
         res = {**resources, **(block.get("resources") or {})}
         for settings in _expand(block, where):
@@ -301,6 +306,7 @@ def parse_grid(data: dict[str, Any], base: Path | None = None, check_values: boo
     if len(set(names)) != len(names):
         raise ValueError("grid: two runs have the same settings (a block or value is listed twice)")
     if check_values:
+        _check_files(runs)
         _check_values(runs)
     return Grid(str(data.get("name", "sweep")), runs, data)
 
@@ -325,6 +331,31 @@ def _task_digests(tasks: list[str], base: Path) -> dict[str, str]:
                              "rename one of the files")  # fmt: skip
         names[name] = task
     return digests
+
+
+def _check_files(runs: list[RunSpec]) -> None:
+    """The files and folders the runs read exist (a data folder, own data files, the files a task file names), so a
+    typo stops the grid before any run starts instead of failing every run that has it."""
+    from softprompt.tasks.base import SPLITS
+    from softprompt.tasks.custom.spec import load_spec_file
+
+    seen: set[tuple[str, str]] = set()
+    for run in runs:
+        where = f"grid run {run.name}"
+        for key, value in {**run.common, **run.settings}.items():
+            if key in ("data_dir", *OWN_FILES) and isinstance(value, str) and (key, run._path(value)) not in seen:
+                path = Path(run._path(value))
+                if not (path.is_dir() if key == "data_dir" else path.is_file()):
+                    kind = "folder" if key == "data_dir" else "file"
+                    raise ValueError(f"{where}: {key} {value}: no such {kind} (relative paths are from {run.base})")
+                seen.add((key, str(path)))
+        if _is_task_file(run.task) and ("task", run.task) not in seen:
+            spec = load_spec_file(run._path(run.task))  # its data paths, resolved against it
+            for split in SPLITS:
+                named = getattr(spec, split)
+                if named and not Path(named).is_file():
+                    raise ValueError(f"{where}: task file {run.task} names {split} file {named}, which does not exist")
+            seen.add(("task", run.task))
 
 
 def _check_values(runs: list[RunSpec]) -> None:

@@ -12,6 +12,7 @@ Both files are rewritten (atomically) each time a run finishes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -127,12 +128,19 @@ def _csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_tables(out_dir: Path, results: Sequence[dict[str, Any]], title: str = "") -> list[dict[str, Any]]:
-    """Rewrite runs.csv, results.csv and results.md from the finished runs' results; returns the groups."""
+    """Rewrite runs.csv, results.csv and results.md from the finished runs' results; returns the groups. Failed runs
+    are listed under the markdown table (a group missing from it would otherwise look as if it was never asked for)."""
     rows = [run_row(r) for r in results if r.get("status") == "done"]
     groups = group_rows(rows)
+    text = markdown(groups, title)
+    failed = [r for r in results if r.get("status") != "done"]
+    if failed:
+        text += (f"\n{len(failed)} run(s) failed and are not in the table (each run folder's output.log says why; the "
+                 "same sweep command tries them again):\n\n")  # fmt: skip
+        text += "".join(f"- {r['name']}: {r.get('error') or 'no error recorded'}\n" for r in failed)
     atomic_write_text(out_dir / "runs.csv", _csv(rows))
     atomic_write_text(out_dir / "results.csv", _csv(groups))
-    atomic_write_text(out_dir / "results.md", markdown(groups, title))
+    atomic_write_text(out_dir / "results.md", text)
     return groups
 
 
@@ -148,12 +156,32 @@ def sweep_runs(out_dir: str | Path) -> dict[str, RunSpec] | None:
     path = Path(out_dir) / "grid.json"
     if not path.is_file():
         return None
-    try:
-        grid = parse_grid(json.loads(path.read_text()), check_values=False)  # checked when it was swept
-    except ValueError as err:
-        print(f"warning: {path} does not parse here ({err}); reading every run in the folder", file=sys.stderr)
-        return None
-    return {run.name: run for run in grid.runs}
+    source = json.loads(path.read_text())
+    # Relative task files are the sweep's folder's (their content is in the runs' names): parsed from where the
+    # runs say it ran first, so the answer does not depend on where this command runs; then from here (a moved
+    # checkout).
+    bases = [Path(b) for b in dict.fromkeys(_run_bases(Path(out_dir))) if Path(b).is_dir()]
+    errors = []
+    for base in [*bases, Path.cwd()]:
+        try:
+            grid = parse_grid(source, base, check_values=False)  # its values were checked when it was swept
+        except ValueError as err:
+            errors.append(f"from {base}: {err}")
+            continue
+        return {run.name: run for run in grid.runs}
+    print(f"warning: {path} does not parse ({'; '.join(errors)}); reading every run in the folder", file=sys.stderr)
+    return None
+
+
+def _run_bases(out_dir: Path) -> list[str]:
+    """The folders the runs of a sweep folder ran from (each run's spec.json records it)."""
+    bases = []
+    for path in sorted(out_dir.glob("*/spec.json")):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            base = json.loads(path.read_text()).get("base")
+            if isinstance(base, str) and base:
+                bases.append(base)
+    return bases
 
 
 def planned_result(run_dir: Path, run: RunSpec) -> dict[str, Any] | None:

@@ -62,8 +62,11 @@ class _TimeLeft:
         return (spec.task_name, spec.model, spec.group)
 
     def add(self, spec: RunSpec, result: dict[str, Any]) -> None:
-        """Learn from a finished run what one of its group takes (over all its attempts, when known)."""
-        seconds = run_seconds(result) if result.get("status") == "done" else math.nan
+        """Learn from a finished run what one of its group takes: its command's whole wall time (model loading
+        included) where it ran in one attempt, else its time over all attempts (loading left out)."""
+        if result.get("status") != "done":
+            return
+        seconds = run_seconds(result) if result.get("resumed") else float(result.get("wall_s", math.nan))
         if math.isfinite(seconds):
             self.walls.setdefault(self._key(spec), []).append(seconds)
 
@@ -179,6 +182,7 @@ def run_sweep(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir} is a file; the sweep folder must be a folder (choose another --out)")
+    _check_same_sweep(grid, out_dir)
     results: dict[str, dict[str, Any]] = {}
     pending: list[RunSpec] = []
     skipped = []
@@ -221,6 +225,24 @@ def run_sweep(
     report = SweepReport(out_dir, _ordered(grid, results), skipped)
     echo(f"sweep {grid.name}: {total - len(report.failed)}/{total} runs finished; table in {out_dir / 'results.md'}")
     return report
+
+
+def _check_same_sweep(grid: Grid, out_dir: Path) -> None:
+    """A sweep folder holds one grid (its grid.json), which may grow or change between starts; a grid of another
+    name would take over its table and leave the old runs out of it, so it is refused."""
+    path = out_dir / "grid.json"
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path} does not read ({err}); choose another --out, or move it away") from None
+    name = str(before.get("name", "sweep")) if isinstance(before, dict) else None
+    if name != grid.name:
+        raise ValueError(
+            f"{out_dir} holds the sweep {name!r} (its grid.json), not {grid.name!r}: choose another --out, or give "
+            f"the grid `name: {name}` if it is that sweep's grid renamed"
+        )
 
 
 def _ordered(grid: Grid, results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -19,10 +19,16 @@ def _key(ex: Example) -> tuple[str, str | None]:
 
 
 def _by_label(
-    examples: Iterable[Example], exclude: Iterable[Example], num_labels: int | None, need: int, names: Sequence[str]
+    examples: Iterable[Example],
+    exclude: Iterable[Example],
+    num_labels: int | None,
+    k: int,
+    sets: int,
+    names: Sequence[str],
 ) -> dict[int, list[Example]]:
-    """Examples grouped by label (labels in order), each input text kept once and excluded texts dropped; `names`
-    (the task's labels) name a label that has too few."""
+    """Examples grouped by label (labels in order), each input text kept once and excluded texts dropped; each label
+    must have `sets` × `k` of them (train, or train and dev). `names` (the task's labels) name a label that has too
+    few, and the error says what k the pool allows."""
     seen = {_key(ex) for ex in exclude}
     groups: dict[int, list[Example]] = {} if num_labels is None else {c: [] for c in range(num_labels)}
     for ex in examples:
@@ -32,10 +38,14 @@ def _by_label(
             continue
         seen.add(_key(ex))
         groups.setdefault(ex.label, []).append(ex)
+    need = sets * k
     for label, group in groups.items():
         if len(group) < need:
             name = repr(names[label]) if 0 <= label < len(names) else str(label)
-            raise ValueError(f"label {name} has {len(group)} distinct examples, need {need}")
+            fits = min(map(len, groups.values())) // sets
+            what = f"{k} shots for training and {k} for validation" if sets == 2 else f"{k} shots"
+            raise ValueError(f"label {name} has {len(group)} distinct examples, need {need} ({what}); "
+                             f"this pool allows at most {fits} shots")  # fmt: skip
     return dict(sorted(groups.items()))
 
 
@@ -55,7 +65,7 @@ def sample_k_shot(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     rng = random.Random(seed)
-    groups = _by_label(examples, exclude, num_labels, k, names).values()
+    groups = _by_label(examples, exclude, num_labels, k, 1, names).values()
     picked = [ex for group in groups for ex in rng.sample(group, k)]
     rng.shuffle(picked)
     return picked
@@ -70,7 +80,7 @@ def train_dev_k_shot(
     rng = random.Random(seed)
     train: list[Example] = []
     dev: list[Example] = []
-    for group in _by_label(examples, (), num_labels, 2 * k, names).values():
+    for group in _by_label(examples, (), num_labels, k, 2, names).values():
         picked = rng.sample(group, 2 * k)
         train += picked[:k]
         dev += picked[k:]
