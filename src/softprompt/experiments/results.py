@@ -6,7 +6,8 @@
 
 Metrics: the task's primary metric on test and on validation (black-box: dev), the trainable (searched) parameter
 count, the number format(s) its runs' frozen model ran in, and the run time (`run_s`: over all of a run's attempts,
-`softprompt.runs.RunFolder.elapsed_s`; runs.csv also has the last attempt's wall time, `wall_s`, with `resumed`).
+`softprompt.runs.RunFolder.elapsed_s`, so without loading the model; a zero-shot run has no run folder and counts its
+whole command, loading included; runs.csv also has the last attempt's wall time, `wall_s`, with `resumed`).
 Both files are rewritten (atomically) each time a run finishes.
 """
 
