@@ -559,7 +559,7 @@ def test_a_sweep_folder_reads_the_same_from_any_folder_and_is_not_taken_over_by_
     assert [r["name"] for r in read_runs(here / "sweep")] == expected  # its grid.json and tables are as they were
 
     (elsewhere / "test.jsonl").unlink()  # a file the task names is missing: refused before any run
-    with pytest.raises(ValueError, match="names test file .*test.jsonl, which does not exist"):
+    with pytest.raises(ValueError, match="names the data file .*test.jsonl, which does not exist"):
         parse_grid(other)
     (elsewhere / "test.jsonl").write_text("{not json\n")  # runs that fail: listed under the table, with why
     report = run_sweep(parse_grid(other), elsewhere / "sweep", echo=lambda line: None)
@@ -567,3 +567,14 @@ def test_a_sweep_folder_reads_the_same_from_any_folder_and_is_not_taken_over_by_
     table = (elsewhere / "sweep" / "results.md").read_text()
     assert "2 run(s) failed" in table and all(f"- {r['name']}: " in table for r in report.failed)
     assert "test.jsonl" in table
+
+    # data edited after its runs finished: they are kept (not run again), and the sweep says so
+    lines: list[str] = []
+    again = run_sweep(parse_grid(source, here), here / "sweep", echo=lines.append)
+    assert len(again.skipped) == 2 and not any(line.startswith("warning") for line in lines)
+    (here / "test.jsonl").write_text((here / "test.jsonl").read_text().replace("positive", "negative", 1))
+    lines.clear()
+    again = run_sweep(parse_grid(source, here), here / "sweep", echo=lines.append)
+    assert len(again.skipped) == 2 and [r["name"] for r in read_runs(here / "sweep")] == expected
+    (warning,) = [line for line in lines if line.startswith("warning")]
+    assert f"2 finished run(s) read data files that have changed since ({here / 'test.jsonl'} among them)" in warning

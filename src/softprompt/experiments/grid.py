@@ -136,6 +136,19 @@ class RunSpec:
             argv += _flag(options[key], self._path(value) if key in PATH_KEYS else value)
         return [*argv, "--quiet"] if self.method == ZERO_SHOT else [*argv, "--out", str(out_dir), "--quiet"]
 
+    def data_files(self) -> list[Path]:
+        """The data files this run reads that the grid names: its own files (`data`/`validation`/`test`) and those its
+        task file names (a built-in task's files under a `data_dir` are not listed)."""
+        from softprompt.tasks.base import SPLITS
+        from softprompt.tasks.custom.spec import load_spec_file
+
+        own = {**self.common, **self.settings}
+        files = [Path(self._path(own[k])) for k in OWN_FILES if isinstance(own.get(k), str)]
+        if _is_task_file(self.task):
+            spec = load_spec_file(self._path(self.task))  # its data paths, resolved against it
+            files += [Path(getattr(spec, split)) for split in SPLITS if getattr(spec, split)]
+        return list(dict.fromkeys(files))
+
     def _path(self, value: Any) -> Any:
         if not isinstance(value, str) or Path(value).is_absolute() or not self.base:
             return value
@@ -336,9 +349,6 @@ def _task_digests(tasks: list[str], base: Path) -> dict[str, str]:
 def _check_files(runs: list[RunSpec]) -> None:
     """The files and folders the runs read exist (a data folder, own data files, the files a task file names), so a
     typo stops the grid before any run starts instead of failing every run that has it."""
-    from softprompt.tasks.base import SPLITS
-    from softprompt.tasks.custom.spec import load_spec_file
-
     seen: set[tuple[str, str]] = set()
     for run in runs:
         where = f"grid run {run.name}"
@@ -350,11 +360,9 @@ def _check_files(runs: list[RunSpec]) -> None:
                     raise ValueError(f"{where}: {key} {value}: no such {kind} (relative paths are from {run.base})")
                 seen.add((key, str(path)))
         if _is_task_file(run.task) and ("task", run.task) not in seen:
-            spec = load_spec_file(run._path(run.task))  # its data paths, resolved against it
-            for split in SPLITS:
-                named = getattr(spec, split)
-                if named and not Path(named).is_file():
-                    raise ValueError(f"{where}: task file {run.task} names {split} file {named}, which does not exist")
+            for path in run.data_files():
+                if not path.is_file():
+                    raise ValueError(f"{where}: task file {run.task} names the data file {path}, which does not exist")
             seen.add(("task", run.task))
 
 

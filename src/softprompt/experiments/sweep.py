@@ -199,6 +199,12 @@ def run_sweep(
     (out_dir / "grid.json").write_text(json.dumps(grid.source, indent=1))
     total = len(grid.runs)
     echo(f"sweep {grid.name}: {total} runs, {len(skipped)} finished before, {len(pending)} to run -> {out_dir}")
+    stale = _stale(grid, results)
+    if stale:
+        first = next(iter(stale.values()))[0]
+        echo(f"warning: {len(stale)} finished run(s) read data files that have changed since ({first} among them); "
+             "their results, of the data as it was, are kept and not run again: sweep into another --out to run "
+             "them on the data as it is")  # fmt: skip
     write_tables(out_dir, _ordered(grid, results), grid.name)
     specs = {s.name: s for s in grid.runs}
     time_left = _TimeLeft(slots=0 if ray_address else jobs)
@@ -225,6 +231,22 @@ def run_sweep(
     report = SweepReport(out_dir, _ordered(grid, results), skipped)
     echo(f"sweep {grid.name}: {total - len(report.failed)}/{total} runs finished; table in {out_dir / 'results.md'}")
     return report
+
+
+def _stale(grid: Grid, results: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Finished runs -> the data files they read (those the grid names: a task file's, a run's own) that have
+    changed since."""
+    from softprompt.experiments.worker import data_digests
+
+    cache: dict[Path, str] = {}
+    stale = {}
+    for spec in grid.runs:
+        then = results.get(spec.name, {}).get("data_files")
+        now = data_digests(spec, cache) if then else {}
+        changed = [path for path, digest in (then or {}).items() if now.get(path) != digest]
+        if changed:
+            stale[spec.name] = changed
+    return stale
 
 
 def _check_same_sweep(grid: Grid, out_dir: Path) -> None:

@@ -1,7 +1,8 @@
 """Run one sweep run to its end: start it, or resume it from its checkpoint, and write `result.json` last.
 
     RUN_DIR/result.json   the run is finished: its spec, final metrics (the command's own summary), wall time of
-                          its last attempt (`wall_s`) and the run's time over all attempts (`run_s`, from its log)
+                          its last attempt (`wall_s`), the run's time over all attempts (`run_s`, from its log) and
+                          the sha256 of the data files its grid names (`data_files`, for a task file or own files)
     RUN_DIR/spec.json      the run's RunSpec (written at its start)
     RUN_DIR/attempts.jsonl one line per start (with whether it resumed), so a restarted sweep can be audited
     RUN_DIR/output.log     what the command printed
@@ -24,15 +25,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from softprompt.fileio import atomic_write_text
+
+if TYPE_CHECKING:
+    from softprompt.experiments.grid import RunSpec
 
 RESULT = "result.json"
 
@@ -77,6 +82,25 @@ def _run_s(run_dir: Path) -> float | None:
     return times[-1] if times else None
 
 
+def data_digests(run: RunSpec, cache: dict[Path, str] | None = None) -> dict[str, str]:
+    """sha256 of each data file the run reads that its grid names (`RunSpec.data_files`; "" for one missing), kept in
+    its result so a later sweep can say when a finished run's data has changed since."""
+    cache = {} if cache is None else cache
+    out = {}
+    for path in run.data_files():
+        if path not in cache:
+            digest = hashlib.sha256()
+            try:
+                with path.open("rb") as f:
+                    while block := f.read(1 << 20):
+                        digest.update(block)
+                cache[path] = digest.hexdigest()
+            except OSError:
+                cache[path] = ""
+        out[str(path)] = cache[path]
+    return out
+
+
 def _primary_metric(run_dir: Path) -> str | None:
     from softprompt.artifact import read_metadata
 
@@ -108,6 +132,7 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
             f.write(json.dumps({"time": time.time(), "pid": os.getpid(), "resume": resume}) + "\n")
         zero_shot = run.method == ZERO_SHOT
         argv = run.argv(run_dir) if zero_shot else [*run.argv(run_dir), "--resume" if resume else "--overwrite"]
+        data = data_digests(run)  # what it reads, as it starts
         out, err = io.StringIO(), io.StringIO()
         started = time.perf_counter()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -128,7 +153,8 @@ def execute(spec: dict[str, Any], run_dir: str | Path, threads: int | None = Non
         else:
             metric = _primary_metric(run_dir)
         run_s = wall if zero_shot else _run_s(run_dir)
-        result = {**record, "run_s": run_s, "status": "done", "metric": metric, "dtype": dtype, "summary": summary}
+        result = {**record, "run_s": run_s, "status": "done", "metric": metric, "dtype": dtype, "summary": summary,
+                  **({"data_files": data} if data else {})}  # fmt: skip
         _write_json(run_dir / RESULT, result)
         return result
 
