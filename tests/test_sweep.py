@@ -553,6 +553,11 @@ def test_a_sweep_folder_reads_the_same_from_any_folder_and_is_not_taken_over_by_
     assert main(["analyze", "main-table", str(here / "sweep"), "--out", str(tmp_path / "table")]) == 0
     assert "does not parse" not in capsys.readouterr().err
 
+    unnamed = here / "unnamed.yaml"  # a grid file without `name` is named by its file, start after start
+    unnamed.write_text(yaml.safe_dump({k: v for k, v in source.items() if k != "name"}))
+    for _ in range(2):
+        assert run_sweep(load_grid(unnamed), here / "unnamed", echo=lambda line: None).results
+
     other = {**source, "name": "h"}
     with pytest.raises(ValueError, match="holds the sweep 'g'.*not 'h'"):
         run_sweep(parse_grid(other), here / "sweep", echo=lambda line: None)

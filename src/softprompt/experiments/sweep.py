@@ -196,7 +196,7 @@ def run_sweep(
     for model in dict.fromkeys(spec.model for spec in pending):  # a mistyped name fails here, not in every run
         check_model(model)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "grid.json").write_text(json.dumps(grid.source, indent=1))
+    (out_dir / "grid.json").write_text(json.dumps({"name": grid.name, **grid.source}, indent=1))  # a file's stem
     total = len(grid.runs)
     echo(f"sweep {grid.name}: {total} runs, {len(skipped)} finished before, {len(pending)} to run -> {out_dir}")
     stale = _stale(grid, results)
@@ -259,7 +259,9 @@ def _check_same_sweep(grid: Grid, out_dir: Path) -> None:
         before = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise ValueError(f"{path} does not read ({err}); choose another --out, or move it away") from None
-    name = str(before.get("name", "sweep")) if isinstance(before, dict) else None
+    if isinstance(before, dict) and "name" not in before:
+        return  # written before grid.json kept the name a grid file without one takes from its file name
+    name = str(before.get("name")) if isinstance(before, dict) else None
     if name != grid.name:
         raise ValueError(
             f"{out_dir} holds the sweep {name!r} (its grid.json), not {grid.name!r}: choose another --out, or give "
