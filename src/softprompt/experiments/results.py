@@ -157,7 +157,11 @@ def sweep_runs(out_dir: str | Path) -> dict[str, RunSpec] | None:
     path = Path(out_dir) / "grid.json"
     if not path.is_file():
         return None
-    source = json.loads(path.read_text())
+    try:
+        source = json.loads(path.read_text())
+    except ValueError as err:  # as before: an unreadable grid.json means reading every run
+        print(f"warning: {path} does not parse ({err}); reading every run in the folder", file=sys.stderr)
+        return None
     # Relative task files are the sweep's folder's (their content is in the runs' names): parsed from where the
     # runs say it ran first, so the answer does not depend on where this command runs; then from here (a moved
     # checkout).
