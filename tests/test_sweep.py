@@ -183,7 +183,10 @@ def test_block_order_runs_every_task_of_a_block_before_the_next_block_with_the_s
             {"tasks": ["sst2"], "common": {"data_dir": "no/such/dir"}, "runs": [{"method": "ulpt"}]},
             "data_dir no/such/dir: no such folder",
         ),
-        ({"tasks": ["sst2"], "runs": [{"method": "ulpt", "data": "nothere.jsonl"}]}, "data nothere.jsonl: no such"),
+        (
+            {"tasks": ["sst2"], "runs": [{"method": "ulpt", "data": "nothere.jsonl"}]},
+            r"no such file .*nothere.jsonl \(its data",
+        ),
     ],
 )
 def test_bad_grids_are_refused_with_a_clear_message(grid, message):
@@ -564,7 +567,7 @@ def test_a_sweep_folder_reads_the_same_from_any_folder_and_is_not_taken_over_by_
     assert [r["name"] for r in read_runs(here / "sweep")] == expected  # its grid.json and tables are as they were
 
     (elsewhere / "test.jsonl").unlink()  # a file the task names is missing: refused before any run
-    with pytest.raises(ValueError, match="names the data file .*test.jsonl, which does not exist"):
+    with pytest.raises(ValueError, match=r"no such file .*test.jsonl \(named by task file synthetic.yaml"):
         parse_grid(other)
     (elsewhere / "test.jsonl").write_text("{not json\n")  # runs that fail: listed under the table, with why
     report = run_sweep(parse_grid(other), elsewhere / "sweep", echo=lambda line: None)
@@ -583,3 +586,36 @@ def test_a_sweep_folder_reads_the_same_from_any_folder_and_is_not_taken_over_by_
     assert len(again.skipped) == 2 and [r["name"] for r in read_runs(here / "sweep")] == expected
     (warning,) = [line for line in lines if line.startswith("warning")]
     assert f"2 finished run(s) read data files that have changed since ({here / 'test.jsonl'} among them)" in warning
+
+
+def test_a_built_in_tasks_files_under_data_dir_are_checked_first_and_their_changes_reported(tmp_path, monkeypatch):
+    """Under a grid's `data_dir` a built-in task reads the files its splits name: a folder without them stops the
+    grid before any run starts; a finished run whose file changed is kept and reported, a file it does not read
+    (zero-shot reads the test split only) is not."""
+    from softprompt.experiments.sweep import run_sweep
+
+    sst2 = tmp_path / "data" / "glue" / "SST-2"
+    sst2.mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):  # the repository's own SST-2 slice
+        (sst2 / name).write_bytes((SRC.parent / "data" / "glue" / "SST-2" / name).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    source = {"name": "b", "tasks": ["sst2"], "models": ["tiny-llama"], "runs": [{"method": "zero-shot"}],
+              "common": {"data_dir": "data", "max_test_examples": 8}}  # fmt: skip
+    with pytest.raises(ValueError, match=r"no such file .*RTE/dev.tsv \(read by task rte under data_dir data"):
+        parse_grid({**source, "tasks": ["sst2", "rte"]})
+    assert not (tmp_path / "sweep").exists()
+
+    (result,) = run_sweep(parse_grid(source), "sweep", echo=lambda line: None).results
+    assert [Path(p).resolve() for p in result["data_files"]] == [(sst2 / "dev.tsv").resolve()]
+
+    def warnings() -> list[str]:
+        lines: list[str] = []
+        report = run_sweep(parse_grid(source), "sweep", echo=lines.append)
+        assert report.skipped == [result["name"]]
+        return [line for line in lines if line.startswith("warning")]
+
+    (sst2 / "train.tsv").write_text((sst2 / "train.tsv").read_text() + "a new row\t1\n")
+    assert warnings() == []
+    (sst2 / "dev.tsv").write_text((sst2 / "dev.tsv").read_text() + "a new row\t1\n")
+    (warning,) = warnings()
+    assert "1 finished run(s) read data files that have changed since" in warning and "dev.tsv" in warning

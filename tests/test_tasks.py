@@ -66,6 +66,28 @@ def test_task_loads_real_data(name, data_dir):
     json.dumps(task.to_dict())  # split_info must be storable in an artifact
 
 
+def test_local_files_are_the_files_each_split_opens(monkeypatch, tmp_path):
+    """What a sweep fingerprints for a built-in task (`local_files`) against what its loaders open, every task and
+    split: the file a split is carved from counts as that split's."""
+    from softprompt.tasks import builtin
+    from softprompt.tasks.base import Example
+
+    opened: list[str] = []
+
+    def record(file: builtin.LocalFile, root):
+        opened.append(file.path)
+        return [Example(text=f"row {i}", text_pair="b", label=i % len(file.label_values)) for i in range(20_000)]
+
+    monkeypatch.setattr(builtin.LocalFile, "__call__", record)
+    for name in list_tasks():
+        task = get_task(name)
+        for split in ("train", "validation", "test"):
+            opened.clear()
+            task.load(split, tmp_path)
+            assert opened == builtin.local_files(task, [split]), (name, split)
+        assert builtin.local_files(task, ["test", "test"]) == builtin.local_files(task, ["test"])
+
+
 def test_split_info_records_the_carve(data_dir):
     task = get_task("sst2")
     local = task.split_info["local"]

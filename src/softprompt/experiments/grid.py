@@ -137,17 +137,34 @@ class RunSpec:
         return [*argv, "--quiet"] if self.method == ZERO_SHOT else [*argv, "--out", str(out_dir), "--quiet"]
 
     def data_files(self) -> list[Path]:
-        """The data files this run reads that the grid names: its own files (`data`/`validation`/`test`) and those its
-        task file names (a built-in task's files under a `data_dir` are not listed)."""
+        """The data files this run reads (`data_sources`)."""
+        return list(self.data_sources())
+
+    def data_sources(self) -> dict[Path, str]:
+        """The data files this run reads, each with what names it (for messages): its own files (`data`/`validation`/
+        `test`), those its task file names, or a built-in task's files under the grid's `data_dir` (without one it
+        reads the hub or `$SOFTPROMPT_DATA_DIR`, not listed). Only the splits its command reads: a zero-shot run the
+        test split, a few-shot run (`shots`, every black-box run) train and test."""
         from softprompt.tasks.base import SPLITS
+        from softprompt.tasks.builtin import get_task, local_files
         from softprompt.tasks.custom.spec import load_spec_file
 
         own = {**self.common, **self.settings}
-        files = [Path(self._path(own[k])) for k in OWN_FILES if isinstance(own.get(k), str)]
+        if self.method == ZERO_SHOT:
+            splits: tuple[str, ...] = ("test",)
+        elif self.command == "blackbox" or own.get("shots") is not None:
+            splits = ("train", "test")
+        else:
+            splits = SPLITS
+        files = {Path(self._path(own[k])): f"its {k}: {own[k]}" for k in OWN_FILES if isinstance(own.get(k), str)}
         if _is_task_file(self.task):
             spec = load_spec_file(self._path(self.task))  # its data paths, resolved against it
-            files += [Path(getattr(spec, split)) for split in SPLITS if getattr(spec, split)]
-        return list(dict.fromkeys(files))
+            files |= {Path(getattr(spec, s)): f"named by task file {self.task}" for s in splits if getattr(spec, s)}
+        elif isinstance(own.get("data_dir"), str):
+            root = Path(self._path(own["data_dir"]))
+            named = f"read by task {self.task} under data_dir {own['data_dir']}"
+            files |= {root / rel: named for rel in local_files(get_task(self.task), splits)}
+        return files
 
     def _path(self, value: Any) -> Any:
         if not isinstance(value, str) or Path(value).is_absolute() or not self.base:
@@ -347,23 +364,19 @@ def _task_digests(tasks: list[str], base: Path) -> dict[str, str]:
 
 
 def _check_files(runs: list[RunSpec]) -> None:
-    """The files and folders the runs read exist (a data folder, own data files, the files a task file names), so a
-    typo stops the grid before any run starts instead of failing every run that has it."""
-    seen: set[tuple[str, str]] = set()
+    """The files and folders the runs read exist (a data folder, own data files, the files a task file names, a
+    built-in task's files under the data folder), so a typo stops the grid before any run starts instead of failing
+    every run that has it."""
+    seen: set[Path] = set()
     for run in runs:
         where = f"grid run {run.name}"
-        for key, value in {**run.common, **run.settings}.items():
-            if key in ("data_dir", *OWN_FILES) and isinstance(value, str) and (key, run._path(value)) not in seen:
-                path = Path(run._path(value))
-                if not (path.is_dir() if key == "data_dir" else path.is_file()):
-                    kind = "folder" if key == "data_dir" else "file"
-                    raise ValueError(f"{where}: {key} {value}: no such {kind} (relative paths are from {run.base})")
-                seen.add((key, str(path)))
-        if _is_task_file(run.task) and ("task", run.task) not in seen:
-            for path in run.data_files():
-                if not path.is_file():
-                    raise ValueError(f"{where}: task file {run.task} names the data file {path}, which does not exist")
-            seen.add(("task", run.task))
+        data_dir = {**run.common, **run.settings}.get("data_dir")
+        if isinstance(data_dir, str) and not Path(run._path(data_dir)).is_dir():
+            raise ValueError(f"{where}: data_dir {data_dir}: no such folder (relative paths are from {run.base})")
+        for path, named in run.data_sources().items():
+            if path not in seen and not path.is_file():
+                raise ValueError(f"{where}: no such file {path} ({named}; relative paths are from {run.base})")
+            seen.add(path)
 
 
 def _check_values(runs: list[RunSpec]) -> None:

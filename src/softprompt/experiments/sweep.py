@@ -199,7 +199,7 @@ def run_sweep(
     (out_dir / "grid.json").write_text(json.dumps({"name": grid.name, **grid.source}, indent=1))  # a file's stem
     total = len(grid.runs)
     echo(f"sweep {grid.name}: {total} runs, {len(skipped)} finished before, {len(pending)} to run -> {out_dir}")
-    stale = _stale(grid, results)
+    stale = _stale(results)
     if stale:
         first = next(iter(stale.values()))[0]
         echo(f"warning: {len(stale)} finished run(s) read data files that have changed since ({first} among them); "
@@ -233,19 +233,17 @@ def run_sweep(
     return report
 
 
-def _stale(grid: Grid, results: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
-    """Finished runs -> the data files they read (those the grid names: a task file's, a run's own) that have
-    changed since."""
-    from softprompt.experiments.worker import data_digests
+def _stale(results: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Finished runs -> the data files they read (as their `result.json` records them) that have changed since."""
+    from softprompt.experiments.worker import file_digest
 
     cache: dict[Path, str] = {}
     stale = {}
-    for spec in grid.runs:
-        then = results.get(spec.name, {}).get("data_files")
-        now = data_digests(spec, cache) if then else {}
-        changed = [path for path, digest in (then or {}).items() if now.get(path) != digest]
+    for name, result in results.items():
+        then = result.get("data_files") or {}
+        changed = [path for path, digest in then.items() if file_digest(Path(path), cache) != digest]
         if changed:
-            stale[spec.name] = changed
+            stale[name] = changed
     return stale
 
 

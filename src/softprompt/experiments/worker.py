@@ -2,7 +2,7 @@
 
     RUN_DIR/result.json   the run is finished: its spec, final metrics (the command's own summary), wall time of
                           its last attempt (`wall_s`), the run's time over all attempts (`run_s`, from its log) and
-                          the sha256 of the data files its grid names (`data_files`, for a task file or own files)
+                          the sha256 of the data files it reads (`data_files`: `RunSpec.data_sources`)
     RUN_DIR/spec.json      the run's RunSpec (written at its start)
     RUN_DIR/attempts.jsonl one line per start (with whether it resumed), so a restarted sweep can be audited
     RUN_DIR/output.log     what the command printed
@@ -83,22 +83,24 @@ def _run_s(run_dir: Path) -> float | None:
 
 
 def data_digests(run: RunSpec, cache: dict[Path, str] | None = None) -> dict[str, str]:
-    """sha256 of each data file the run reads that its grid names (`RunSpec.data_files`; "" for one missing), kept in
-    its result so a later sweep can say when a finished run's data has changed since."""
+    """sha256 of each data file the run reads (`RunSpec.data_files`), kept in its result so a later sweep can say
+    when a finished run's data has changed since."""
     cache = {} if cache is None else cache
-    out = {}
-    for path in run.data_files():
-        if path not in cache:
-            digest = hashlib.sha256()
-            try:
-                with path.open("rb") as f:
-                    while block := f.read(1 << 20):
-                        digest.update(block)
-                cache[path] = digest.hexdigest()
-            except OSError:
-                cache[path] = ""
-        out[str(path)] = cache[path]
-    return out
+    return {str(path): file_digest(path, cache) for path in run.data_files()}
+
+
+def file_digest(path: Path, cache: dict[Path, str]) -> str:
+    """sha256 of a file's bytes ("" for one that does not read), once per path in `cache`."""
+    if path not in cache:
+        digest = hashlib.sha256()
+        try:
+            with path.open("rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+            cache[path] = digest.hexdigest()
+        except OSError:
+            cache[path] = ""
+    return cache[path]
 
 
 def _primary_metric(run_dir: Path) -> str | None:

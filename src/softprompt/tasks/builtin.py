@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -420,6 +420,13 @@ def yelp(seed: int = DEFAULT_SEED) -> Task:
         hub=dev_as_test(hub("train"), hub("test"), 1000),
         seed=seed,
     )  # fmt: skip
+
+
+def local_files(task: Task, splits: Iterable[str]) -> list[str]:
+    """The files under a data dir that a built-in task reads for `splits`, relative to it (its `split_info` names
+    each split's file: a carved split names the pool it is carved from)."""
+    named = task.split_info["local"]["splits"]
+    return list(dict.fromkeys(named[split] for split in splits if split in named))
 
 
 # ---------------------------------------------------------------- registry
