@@ -47,11 +47,13 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 
 def check(args: argparse.Namespace) -> tuple[PromptConfig, TrainConfig]:
-    """The method's and the training's settings, validated before anything is loaded (and by `softprompt sweep`
-    for every run of a grid before the first one starts)."""
+    """The method's and the training's settings as the run will use them (the method's own lr if none is given),
+    validated before anything is loaded (and by `softprompt sweep` for every run of a grid before the first one
+    starts, so `lr: 0.03` on ULPT is the same run as no lr)."""
     from softprompt.api import make_prompt_config
 
-    return make_prompt_config(args.method, **method_options(args)), TrainConfig(**given(args, TrainConfig))
+    prompt_config = make_prompt_config(args.method, **method_options(args))
+    return prompt_config, TrainConfig(**given(args, TrainConfig)).resolved(prompt_config.default_lr)
 
 
 def run(args: argparse.Namespace) -> int:

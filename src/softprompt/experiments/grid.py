@@ -418,12 +418,8 @@ def _computes(args: argparse.Namespace) -> str:
     """What a parsed run computes, as comparable text: the configs its command's `check` makes (defaults filled in,
     the method's own lr included) and every other option's value (argparse fills their defaults), so `lr: 0.03` on
     ULPT is the same run as no lr."""
-    from softprompt.training.trainer import TrainConfig
-
     configs: Any = args.check(args) if hasattr(args, "check") else ()
     configs = list(configs) if isinstance(configs, tuple) else [configs]
-    if len(configs) == 2 and isinstance(configs[1], TrainConfig):  # train: (method config, training config)
-        configs[1] = configs[1].resolved(configs[0].default_lr)
     held: set[str] = set()
     for config in configs:  # their fields, and those of a config inside one (a search's prompt config)
         for name in config.__dataclass_fields__:
