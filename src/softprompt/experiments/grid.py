@@ -136,10 +136,6 @@ class RunSpec:
             argv += _flag(options[key], self._path(value) if key in PATH_KEYS else value)
         return [*argv, "--quiet"] if self.method == ZERO_SHOT else [*argv, "--out", str(out_dir), "--quiet"]
 
-    def data_files(self) -> list[Path]:
-        """The data files this run reads (`data_sources`)."""
-        return list(self.data_sources())
-
     def data_sources(self) -> dict[Path, str]:
         """The data files this run reads, each with what names it (for messages): its own files (`data`/`validation`/
         `test`), those its task file names, or a built-in task's files under the grid's `data_dir` (without one it

@@ -82,11 +82,10 @@ def _run_s(run_dir: Path) -> float | None:
     return times[-1] if times else None
 
 
-def data_digests(run: RunSpec, cache: dict[Path, str] | None = None) -> dict[str, str]:
-    """sha256 of each data file the run reads (`RunSpec.data_files`), kept in its result so a later sweep can say
+def data_digests(run: RunSpec) -> dict[str, str]:
+    """sha256 of each data file the run reads (`RunSpec.data_sources`), kept in its result so a later sweep can say
     when a finished run's data has changed since."""
-    cache = {} if cache is None else cache
-    return {str(path): file_digest(path, cache) for path in run.data_files()}
+    return {str(path): file_digest(path, {}) for path in run.data_sources()}  # each path once: no cache to share
 
 
 def file_digest(path: Path, cache: dict[Path, str]) -> str:
